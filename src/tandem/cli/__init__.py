@@ -1,0 +1,1 @@
+"""The `tandem` command line (CLI.md is the contract)."""

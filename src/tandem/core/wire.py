@@ -1,0 +1,82 @@
+"""The wire format shared by server and client: identifiers, limits and the chunk pack framing.
+
+Pure definitions and functions over bytes; both sides import the same numbers so a limit is
+stated once.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from collections.abc import Iterable, Iterator
+
+from tandem.core.chunking import MAX_CHUNK
+from tandem.core.crypto import CHUNK_OVERHEAD, SIV_OVERHEAD
+
+#: Every account's tree hangs from a folder with this id.
+ROOT_ID = "root"
+#: Node ids are chosen by clients (random 128 bits), so a retried create is recognisable.
+NODE_ID_PATTERN = r"^(root|[0-9a-f]{32})$"
+NODE_ID_RE = re.compile(NODE_ID_PATTERN)
+#: Chunk ids are keyed BLAKE3-256 digests in hex.
+CHUNK_ID_PATTERN = r"^[0-9a-f]{64}$"
+CHUNK_ID_RE = re.compile(CHUNK_ID_PATTERN)
+
+#: A file or folder name is at most 255 bytes of UTF-8 (the limit of common filesystems).
+MAX_NAME_BYTES = 255
+MAX_NAME_CIPHERTEXT = MAX_NAME_BYTES + SIV_OVERHEAD
+#: The largest stored chunk: the chunker's maximum plus the encryption overhead.
+MAX_CHUNK_CIPHERTEXT = MAX_CHUNK + CHUNK_OVERHEAD
+MAX_FILE_SIZE = 1 << 50
+MAX_MANIFEST_CHUNKS = MAX_FILE_SIZE // (256 * 1024)
+MAX_BATCH_OPS = 10_000
+MAX_IDS_PER_QUERY = 10_000
+#: Body caps, enforced by the server on every request (uvicorn has none of its own).
+MAX_JSON_BODY = 32 * 1024 * 1024
+MAX_PACK_BODY = 64 * 1024 * 1024
+MAX_LONG_POLL_SECONDS = 120
+MAX_PAGE = 5000
+
+# A chunk pack is a sequence of frames: 32-byte chunk id, 32-byte BLAKE3 of the ciphertext,
+# 4-byte big-endian length, then the ciphertext. Downloads use the same framing without hash.
+_UPLOAD_HEADER = struct.Struct(">32s32sI")
+UPLOAD_HEADER_SIZE = _UPLOAD_HEADER.size
+_DOWNLOAD_HEADER = struct.Struct(">32sI")
+DOWNLOAD_HEADER_SIZE = _DOWNLOAD_HEADER.size
+
+
+class FramingError(ValueError):
+    """A chunk pack that does not follow the framing."""
+
+
+def encode_upload_frame(chunk_id: str, content_hash: str, data: bytes) -> bytes:
+    return _UPLOAD_HEADER.pack(bytes.fromhex(chunk_id), bytes.fromhex(content_hash), len(data)) + data
+
+
+def decode_upload_header(header: bytes) -> tuple[str, str, int]:
+    raw_id, raw_hash, length = _UPLOAD_HEADER.unpack(header)
+    if length > MAX_CHUNK_CIPHERTEXT:
+        raise FramingError(f"chunk of {length} bytes exceeds the {MAX_CHUNK_CIPHERTEXT}-byte limit")
+    return raw_id.hex(), raw_hash.hex(), length
+
+
+def encode_download_frame(chunk_id: str, data: bytes) -> bytes:
+    return _DOWNLOAD_HEADER.pack(bytes.fromhex(chunk_id), len(data)) + data
+
+
+def decode_download_frames(frames: Iterable[bytes]) -> Iterator[tuple[str, bytes]]:
+    """Reassemble (chunk id, ciphertext) pairs from a stream of arbitrary byte pieces."""
+    buffer = bytearray()
+    for piece in frames:
+        buffer += piece
+        while len(buffer) >= DOWNLOAD_HEADER_SIZE:
+            raw_id, length = _DOWNLOAD_HEADER.unpack_from(buffer)
+            if length > MAX_CHUNK_CIPHERTEXT:
+                raise FramingError("a downloaded frame exceeds the chunk size limit")
+            end = DOWNLOAD_HEADER_SIZE + length
+            if len(buffer) < end:
+                break
+            yield raw_id.hex(), bytes(buffer[DOWNLOAD_HEADER_SIZE:end])
+            del buffer[:end]
+    if buffer:
+        raise FramingError("the chunk stream ended in the middle of a frame")

@@ -1,0 +1,133 @@
+"""The metadata store's contract: records, errors and the operations every backend provides."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+class StoreError(Exception):
+    """A refused request, carrying the HTTP status and a stable machine-readable code.
+
+    `detail` adds what a client needs to re-plan (the current revision, the clashing node, the
+    missing chunks); `op_index` names the failing operation of a batch.
+    """
+
+    def __init__(self, status: int, code: str, message: str, **detail: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.detail = detail
+
+
+def not_found(what: str = "node") -> StoreError:
+    # Another account's id answers exactly like a missing one (DESIGN.md promise 8).
+    return StoreError(404, "not_found", f"{what} not found")
+
+
+@dataclass
+class Account:
+    id: int
+    email: str
+    salt: bytes
+    kdf: str
+    auth_hash: bytes
+    wrapped_key: bytes
+    recovery_wrapped_key: bytes
+    quota_bytes: int | None
+    used_bytes: int
+    cursor: int
+
+
+@dataclass
+class Device:
+    id: str
+    account_id: int
+    name: str
+    created_at: int
+    last_seen_at: int
+    revoked_at: int | None
+
+
+@dataclass
+class Node:
+    """One file or folder as the server holds it: the name is ciphertext, never plaintext."""
+
+    id: str
+    parent_id: str | None
+    name: bytes | None
+    kind: str
+    state: str
+    size: int
+    mtime_ns: int
+    rev: int
+    version: int | None
+    manifest: list[tuple[str, int]] | None = None
+    trash_root: str | None = None
+    trashed_at: int | None = None
+
+
+@dataclass
+class Version:
+    number: int
+    size: int
+    mtime_ns: int
+    created_at: int
+    device_id: str | None
+    manifest: list[tuple[str, int]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long history is kept: versions (age or count), trash, and unreferenced chunks."""
+
+    version_days: int = 30
+    version_count: int = 100
+    trash_days: int = 30
+    #: An uploaded chunk no commit references yet is kept this long, so an upload in flight
+    #: is never collected before its commit arrives.
+    chunk_grace_seconds: int = 3600
+
+
+class MetadataStore(Protocol):
+    """Everything the API needs from metadata storage. Implementations must be thread-safe:
+    the API calls them from a thread pool."""
+
+    # accounts and devices
+    def create_account(self, email: str, salt: bytes, kdf: str, auth_hash: bytes,
+                       wrapped_key: bytes, recovery_wrapped_key: bytes, now: int) -> int: ...
+    def account_by_email(self, email: str) -> Account | None: ...
+    def account(self, account_id: int) -> Account: ...
+    def add_device(self, account_id: int, device_id: str, name: str, token_hash: bytes,
+                   now: int) -> None: ...
+    def device_for_token(self, token_hash: bytes) -> Device | None: ...
+    def devices(self, account_id: int) -> list[Device]: ...
+    def revoke_device(self, account_id: int, device_id: str, now: int) -> None: ...
+
+    # the tree and its journal
+    def list_tree(self, account_id: int, after_id: str, limit: int) -> tuple[list[Node], int]: ...
+    def node(self, account_id: int, node_id: str) -> Node: ...
+    def apply_batch(self, account_id: int, device_id: str, ops: list[dict[str, Any]],
+                    now: int) -> tuple[list[dict[str, Any]], int]: ...
+    def changes(self, account_id: int, cursor: int, limit: int) -> tuple[list[Node], int, bool]: ...
+    def cursor(self, account_id: int) -> int: ...
+
+    # history
+    def versions(self, account_id: int, node_id: str) -> list[Version]: ...
+    def restore_version(self, account_id: int, device_id: str, node_id: str, number: int,
+                        if_rev: int | None, now: int) -> Node: ...
+    def trash(self, account_id: int) -> list[Node]: ...
+    def restore_trash(self, account_id: int, node_id: str, parent_id: str | None,
+                      name: bytes | None, now: int) -> list[Node]: ...
+    def empty_trash(self, account_id: int, node_id: str | None, now: int) -> int: ...
+
+    # chunks
+    def missing_chunks(self, account_id: int, chunk_ids: list[str]) -> list[str]: ...
+    def record_chunks(self, account_id: int, chunks: list[tuple[str, int]], now: int) -> int: ...
+    def reserve_space(self, account_id: int, size: int) -> None: ...
+    def chunk_size(self, account_id: int, chunk_id: str) -> int | None: ...
+    def collect_garbage(self, account_id: int, now: int) -> list[str]: ...
+    def account_ids(self) -> list[int]: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,72 @@
+"""The metadata schema, as numbered migrations applied in order on start.
+
+Plain SQL that SQLite and PostgreSQL both accept, except for the few column types an engine
+maps itself (`{blob}`, `{serial}`). A store records the last applied number in
+`schema_version`, so adding a migration is appending to `MIGRATIONS`.
+"""
+
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE accounts (
+        id {serial},
+        email TEXT NOT NULL UNIQUE,
+        salt {blob} NOT NULL,
+        kdf TEXT NOT NULL,
+        auth_hash {blob} NOT NULL,
+        wrapped_key {blob} NOT NULL,
+        recovery_wrapped_key {blob} NOT NULL,
+        quota_bytes BIGINT,
+        used_bytes BIGINT NOT NULL,
+        cursor BIGINT NOT NULL,
+        journal_floor BIGINT NOT NULL,
+        created_at BIGINT NOT NULL
+    );
+    CREATE TABLE devices (
+        id TEXT PRIMARY KEY,
+        account_id BIGINT NOT NULL REFERENCES accounts(id),
+        name TEXT NOT NULL,
+        token_hash {blob} UNIQUE,
+        created_at BIGINT NOT NULL,
+        last_seen_at BIGINT NOT NULL,
+        revoked_at BIGINT
+    );
+    CREATE INDEX devices_account ON devices(account_id);
+    CREATE TABLE nodes (
+        account_id BIGINT NOT NULL REFERENCES accounts(id),
+        id TEXT NOT NULL,
+        parent_id TEXT,
+        name {blob},
+        kind TEXT NOT NULL,
+        state TEXT NOT NULL,
+        size BIGINT NOT NULL,
+        mtime_ns BIGINT NOT NULL,
+        rev BIGINT NOT NULL,
+        version INTEGER,
+        trash_root TEXT,
+        trashed_at BIGINT,
+        PRIMARY KEY (account_id, id)
+    );
+    CREATE UNIQUE INDEX nodes_live_name ON nodes(account_id, parent_id, name)
+        WHERE state = 'live';
+    CREATE INDEX nodes_rev ON nodes(account_id, rev);
+    CREATE INDEX nodes_parent ON nodes(account_id, parent_id);
+    CREATE TABLE versions (
+        account_id BIGINT NOT NULL,
+        node_id TEXT NOT NULL,
+        number INTEGER NOT NULL,
+        size BIGINT NOT NULL,
+        mtime_ns BIGINT NOT NULL,
+        manifest TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        device_id TEXT,
+        PRIMARY KEY (account_id, node_id, number)
+    );
+    CREATE TABLE chunks (
+        account_id BIGINT NOT NULL,
+        id TEXT NOT NULL,
+        size BIGINT NOT NULL,
+        created_at BIGINT NOT NULL,
+        PRIMARY KEY (account_id, id)
+    );
+    """,
+]
