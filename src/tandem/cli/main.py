@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from tandem import __version__
+from tandem.cli.account import devices, login, logout, signup
 from tandem.cli.serve import serve
 
 
@@ -14,7 +15,8 @@ def cli() -> None:
     """Tandem: an end-to-end encrypted cloud drive with two-way sync."""
 
 
-cli.add_command(serve)
+for command in (serve, signup, login, logout, devices):
+    cli.add_command(command)
 
 
 def main() -> None:

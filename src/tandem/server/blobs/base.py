@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import Protocol
 
@@ -14,6 +15,9 @@ class BlobStore(Protocol):
         Create-only: if `key` exists its content is kept (same key = same content by
         construction), so concurrent or retried writes are harmless.
         """
+
+    def put_many(self, items: list[tuple[str, bytes]], pool: Executor | None = None) -> None:
+        """`put` for many blobs; may use `pool` to write them in parallel."""
 
     def get(self, key: str) -> bytes:
         """The bytes under `key`; raises KeyError if there are none."""

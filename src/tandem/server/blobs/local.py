@@ -6,6 +6,7 @@ import os
 import re
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import Executor
 from pathlib import Path
 
 _KEY_RE = re.compile(r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
@@ -25,10 +26,28 @@ class LocalBlobStore:
         return self.root / head / name[:2] / name
 
     def put(self, key: str, data: bytes) -> None:
-        path = self._path(key)
-        if path.exists():
-            return
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self.put_many([(key, data)])
+
+    def put_many(self, items: list[tuple[str, bytes]], pool: Executor | None = None) -> None:
+        """Write each blob to a temp file, fsync, rename into place; then fsync each touched
+        folder once, so a batch of small chunks costs one folder sync per folder, not per file."""
+        targets = [(self._path(key), data) for key, data in items]
+        fresh = [(path, data) for path, data in targets if not path.exists()]
+        for folder in {path.parent for path, _ in fresh}:
+            folder.mkdir(parents=True, exist_ok=True)
+        if pool is not None and len(fresh) > 1:
+            list(pool.map(lambda item: self._write_file(*item), fresh))
+        else:
+            for path, data in fresh:
+                self._write_file(path, data)
+        for folder in {path.parent for path, _ in fresh}:
+            dir_fd = os.open(folder, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+
+    def _write_file(self, path: Path, data: bytes) -> None:
         fd, tmp = tempfile.mkstemp(dir=self._tmp)
         try:
             with os.fdopen(fd, "wb") as handle:
@@ -37,13 +56,8 @@ class LocalBlobStore:
                 os.fsync(handle.fileno())
             os.replace(tmp, path)
         except BaseException:
-            os.unlink(tmp)
+            Path(tmp).unlink(missing_ok=True)
             raise
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
 
     def get(self, key: str) -> bytes:
         try:

@@ -32,31 +32,27 @@ _BINARY_BODY: dict[str, Any] = {
 _PACK_FLUSH_BYTES = 8 * 1024 * 1024
 
 
-def _checked(chunk_id: str, content_hash: str, data: bytes | bytearray) -> bytes:
+def _verify(chunk_id: str, content_hash: str, data: bytes | bytearray) -> None:
     if len(data) < CHUNK_OVERHEAD + 1:
         raise StoreError(400, "invalid_chunk", f"chunk {chunk_id[:12]} is too short to be a chunk")
     if blake3.blake3(data).hexdigest() != content_hash:
         raise StoreError(400, "hash_mismatch",
                          f"chunk {chunk_id[:12]} does not match its hash: resend it",
                          chunk_id=chunk_id)
-    return bytes(data)
 
 
-def _store(parts: Services, account_id: int, items: list[tuple[str, bytes]]) -> int:
-    """Write blobs (durably, in parallel so their fsyncs overlap), then record them."""
+def _store(parts: Services, account_id: int, items: list[tuple[str, str, bytes]]) -> int:
+    """Verify (id, hash, ciphertext) items, check the quota, write the new blobs durably
+    (several at once, so their fsyncs overlap), then record them. Runs in a worker thread."""
+    for chunk_id, content_hash, data in items:
+        _verify(chunk_id, content_hash, data)
     with parts.locks.uploading(account_id):
-        lacking = set(parts.store.missing_chunks(account_id, [cid for cid, _ in items]))
-        fresh = [(cid, data) for cid, data in items if cid in lacking]
-        list(parts.io_pool.map(lambda item: parts.blobs.put(chunk_key(account_id, item[0]),
-                                                              item[1]), fresh))
-        return parts.store.record_chunks(account_id, [(c, len(d)) for c, d in fresh], now())
-
-
-def _declared_length(request: Request) -> int:
-    try:
-        return max(0, int(request.headers.get("content-length", "0")))
-    except ValueError:
-        return 0
+        lacking = set(parts.store.missing_chunks(account_id, [cid for cid, _, _ in items]))
+        fresh = {cid: data for cid, _, data in items if cid in lacking}
+        parts.store.reserve_space(account_id, sum(len(d) for d in fresh.values()))
+        parts.blobs.put_many([(chunk_key(account_id, c), d) for c, d in fresh.items()],
+                             parts.io_pool)
+        return parts.store.record_chunks(account_id, [(c, len(d)) for c, d in fresh.items()], now())
 
 
 @router.post("/chunks/missing", response_model=MissingResponse)
@@ -75,14 +71,13 @@ async def put_chunk(
     parts: Services = Depends(services),
 ) -> StoredResponse:
     """Upload one encrypted chunk; `X-Content-Hash` is the BLAKE3 of the body."""
-    await run_in_threadpool(parts.store.reserve_space, device.account_id, _declared_length(request))
     body = bytearray()
     async for piece in request.stream():
         body += piece
         if len(body) > wire.MAX_CHUNK_CIPHERTEXT:
             raise BodyTooLarge(wire.MAX_CHUNK_CIPHERTEXT)
-    data = _checked(chunk_id, x_content_hash, body)
-    stored = await run_in_threadpool(_store, parts, device.account_id, [(chunk_id, data)])
+    item = (chunk_id, x_content_hash, bytes(body))
+    stored = await run_in_threadpool(_store, parts, device.account_id, [item])
     return StoredResponse(stored=stored, already_present=1 - stored)
 
 
@@ -92,9 +87,8 @@ async def put_pack(request: Request, device: Device = Depends(current_device),
     """Upload many chunks in one request: frames of (32-byte id, 32-byte BLAKE3 of the
     ciphertext, 4-byte big-endian length, ciphertext). Frames are stored as they arrive."""
     account_id = device.account_id
-    await run_in_threadpool(parts.store.reserve_space, account_id, _declared_length(request))
     buffer = bytearray()
-    pending: list[tuple[str, bytes]] = []
+    pending: list[tuple[str, str, bytes]] = []
     pending_bytes = total = stored = 0
 
     async def flush() -> None:
@@ -114,8 +108,7 @@ async def put_pack(request: Request, device: Device = Depends(current_device),
             end = wire.UPLOAD_HEADER_SIZE + length
             if len(buffer) < end:
                 break
-            pending.append((chunk_id, _checked(chunk_id, content_hash,
-                                               buffer[wire.UPLOAD_HEADER_SIZE:end])))
+            pending.append((chunk_id, content_hash, bytes(buffer[wire.UPLOAD_HEADER_SIZE:end])))
             pending_bytes += length
             total += 1
             del buffer[:end]

@@ -1,0 +1,226 @@
+"""The HTTP client for the Tandem server: one method per endpoint, retries built in.
+
+Connection errors, 5xx and 429 answers are retried with exponential backoff (with jitter) up
+to a bounded total time; every request body is bytes or JSON, so a retry can replay it.
+Refusals (4xx) raise `ApiError` carrying the server's stable error code.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+
+from tandem.core import wire
+
+RETRY_STATUSES = {429, 500, 502, 503, 504}
+
+
+class ClientError(Exception):
+    """Base of every error this library raises for the user to read."""
+
+
+class ServerUnreachable(ClientError):
+    """The server could not be reached (after retries)."""
+
+
+class ApiError(ClientError):
+    """The server refused a request; `code` is its machine-readable reason."""
+
+    def __init__(self, status: int, code: str, message: str, detail: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.detail = detail
+
+    @classmethod
+    def from_response(cls, response: httpx.Response) -> ApiError:
+        try:
+            error = response.json()["error"]
+            detail = {k: v for k, v in error.items() if k not in ("code", "message")}
+            return cls(response.status_code, str(error["code"]), str(error["message"]), detail)
+        except (ValueError, KeyError, TypeError):
+            text = response.text[:200] or response.reason_phrase
+            return cls(response.status_code, "http_error", f"HTTP {response.status_code}: {text}", {})
+
+
+class Backoff:
+    """Exponential backoff with full jitter, bounded in attempts and total time."""
+
+    def __init__(self, attempts: int = 6, base: float = 0.2, cap: float = 5.0,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.attempts = attempts
+        self.base = base
+        self.cap = cap
+        self.sleep = sleep
+
+    def delays(self) -> Iterator[float]:
+        for attempt in range(self.attempts - 1):
+            yield random.uniform(0, min(self.cap, self.base * 2**attempt))
+
+
+class ApiClient:
+    """A thread-safe client for one server and (optionally) one device token."""
+
+    def __init__(self, base_url: str, token: str | None = None, backoff: Backoff | None = None,
+                 timeout: float = 60.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.backoff = backoff or Backoff()
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(
+            base_url=self.base_url, headers=headers, timeout=timeout,
+            limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> ApiClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # ---- transport ------------------------------------------------------------------------
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        delays = self.backoff.delays()
+        while True:
+            try:
+                response = self._http.request(method, path, **kwargs)
+            except httpx.TransportError as exc:
+                delay = next(delays, None)
+                if delay is None:
+                    raise ServerUnreachable(
+                        f"cannot reach the server at {self.base_url}: {exc or type(exc).__name__}"
+                    ) from exc
+                self.backoff.sleep(delay)
+                continue
+            if response.status_code in RETRY_STATUSES:
+                delay = next(delays, None)
+                if delay is not None:
+                    self.backoff.sleep(delay)
+                    continue
+            if response.status_code >= 400:
+                raise ApiError.from_response(response)
+            return response
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._send(method, path, **kwargs)
+        return response.json() if response.content else None
+
+    # ---- accounts -----------------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        return self._json("GET", "/health")  # type: ignore[no-any-return]
+
+    def prelogin(self, email: str) -> dict[str, Any]:
+        return self._json("POST", "/auth/prelogin", json={"email": email})  # type: ignore[no-any-return]
+
+    def signup(self, payload: dict[str, Any]) -> dict[str, Any]:
+        return self._json("POST", "/auth/signup", json=payload)  # type: ignore[no-any-return]
+
+    def login(self, payload: dict[str, Any]) -> dict[str, Any]:
+        return self._json("POST", "/auth/login", json=payload)  # type: ignore[no-any-return]
+
+    def logout(self) -> None:
+        self._send("POST", "/auth/logout")
+
+    def devices(self) -> list[dict[str, Any]]:
+        return self._json("GET", "/devices")["devices"]  # type: ignore[no-any-return]
+
+    def revoke_device(self, device_id: str) -> None:
+        self._send("POST", f"/devices/{device_id}/revoke")
+
+    def account(self) -> dict[str, Any]:
+        return self._json("GET", "/account")  # type: ignore[no-any-return]
+
+    # ---- tree ---------------------------------------------------------------------------
+
+    def list_tree(self, after: str = "", limit: int = 1000) -> dict[str, Any]:
+        return self._json("GET", "/tree", params={"after": after, "limit": limit})  # type: ignore[no-any-return]
+
+    def iter_tree(self, page: int = 1000) -> tuple[list[dict[str, Any]], int]:
+        """Every live node, and the cursor of the first page (follow `changes` from it)."""
+        first = self.list_tree(limit=page)
+        nodes, cursor, after = list(first["nodes"]), int(first["cursor"]), first["next_after"]
+        while after:
+            more = self.list_tree(after=after, limit=page)
+            nodes.extend(more["nodes"])
+            after = more["next_after"]
+        return nodes, cursor
+
+    def node(self, node_id: str) -> dict[str, Any]:
+        return self._json("GET", f"/nodes/{node_id}")  # type: ignore[no-any-return]
+
+    def batch(self, ops: list[dict[str, Any]]) -> dict[str, Any]:
+        return self._json("POST", "/tree/batch", json={"ops": ops})  # type: ignore[no-any-return]
+
+    def changes(self, cursor: int, wait: float = 0, limit: int = 1000) -> dict[str, Any]:
+        timeout = httpx.Timeout(60.0, read=wait + 30.0)
+        return self._json("GET", "/changes", params={"cursor": cursor, "wait": wait, "limit": limit},  # type: ignore[no-any-return]
+                          timeout=timeout)
+
+    # ---- history ------------------------------------------------------------------------
+
+    def versions(self, node_id: str) -> list[dict[str, Any]]:
+        return self._json("GET", f"/nodes/{node_id}/versions")["versions"]  # type: ignore[no-any-return]
+
+    def restore_version(self, node_id: str, number: int, if_rev: int | None = None) -> dict[str, Any]:
+        return self._json("POST", f"/nodes/{node_id}/versions/{number}/restore",  # type: ignore[no-any-return]
+                          json={"if_rev": if_rev})
+
+    def trash(self) -> list[dict[str, Any]]:
+        return self._json("GET", "/trash")["nodes"]  # type: ignore[no-any-return]
+
+    def restore_trash(self, node_id: str, parent_id: str | None = None,
+                      name: str | None = None) -> list[dict[str, Any]]:
+        body = {k: v for k, v in (("parent_id", parent_id), ("name", name)) if v is not None}
+        return self._json("POST", f"/trash/{node_id}/restore", json=body)["nodes"]  # type: ignore[no-any-return]
+
+    def empty_trash(self, node_id: str | None = None) -> int:
+        body = {"id": node_id} if node_id else {}
+        return int(self._json("POST", "/trash/empty", json=body)["purged"])
+
+    def collect_garbage(self) -> int:
+        return int(self._json("POST", "/gc")["collected"])
+
+    # ---- chunks -------------------------------------------------------------------------
+
+    def missing_chunks(self, chunk_ids: list[str]) -> list[str]:
+        missing: list[str] = []
+        for start in range(0, len(chunk_ids), wire.MAX_IDS_PER_QUERY):
+            group = chunk_ids[start : start + wire.MAX_IDS_PER_QUERY]
+            missing.extend(self._json("POST", "/chunks/missing", json={"ids": group})["missing"])
+        return missing
+
+    def put_chunk(self, chunk_id: str, content_hash: str, data: bytes) -> None:
+        self._send("PUT", f"/chunks/{chunk_id}", content=data,
+                   headers={"X-Content-Hash": content_hash,
+                            "Content-Type": "application/octet-stream"})
+
+    def put_pack(self, body: bytes) -> None:
+        self._send("POST", "/chunks/pack", content=body,
+                   headers={"Content-Type": "application/octet-stream"})
+
+    def get_chunk(self, chunk_id: str) -> bytes:
+        return self._send("GET", f"/chunks/{chunk_id}").content
+
+    def fetch_chunks(self, chunk_ids: list[str]) -> list[tuple[str, bytes]]:
+        """Download several chunks in one framed response; retried whole if cut short."""
+        delays = self.backoff.delays()
+        while True:
+            response = self._send("POST", "/chunks/fetch", json={"ids": chunk_ids})
+            try:
+                frames = list(wire.decode_download_frames([response.content]))
+            except wire.FramingError:
+                delay = next(delays, None)
+                if delay is None:
+                    raise
+                self.backoff.sleep(delay)
+                continue
+            return frames

@@ -1,0 +1,275 @@
+"""Encrypted, deduplicated, streamed file transfers.
+
+Upload: chunk (FastCDC) and hash on the calling thread; ask the server which chunk ids it
+lacks; encrypt and send only those from a small worker pool (large chunks one per request,
+small ones packed). Download: fetch groups of chunks in parallel, decrypt and verify each
+against its id, write in order to a temp file beside the target, fsync, rename (promise 4).
+Memory is bounded by the windows below, never by the file size.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+from collections import deque
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import blake3
+
+from tandem.client.api import ApiClient, ClientError
+from tandem.core import wire
+from tandem.core.chunking import MIN_CHUNK, iter_chunks
+from tandem.core.crypto import AccountKeys
+
+Manifest = list[tuple[str, int]]
+
+#: Ask the server about this many plaintext bytes of new chunk ids at a time.
+_QUERY_WINDOW = 8 * 1024 * 1024
+_QUERY_MAX_IDS = 1000
+#: Chunks at least this big go one per request; smaller ones share a pack.
+_SINGLE_CHUNK = 512 * 1024
+_PACK_BYTES = 4 * 1024 * 1024
+#: Plaintext bytes per download request.
+_FETCH_BYTES = 8 * 1024 * 1024
+
+
+class FileChangedError(ClientError):
+    """The file changed while it was read: that read is not a version of it (promise 4)."""
+
+
+class DownloadError(ClientError):
+    """What the server sent does not add up to the file asked for."""
+
+
+@dataclass
+class TransferStats:
+    """Counters a caller can read (benchmarks, tests of dedup, progress)."""
+
+    chunks_sent: int = 0
+    bytes_sent: int = 0
+    chunks_received: int = 0
+    bytes_received: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add_sent(self, chunks: int, size: int) -> None:
+        with self._lock:
+            self.chunks_sent += chunks
+            self.bytes_sent += size
+
+    def add_received(self, chunks: int, size: int) -> None:
+        with self._lock:
+            self.chunks_received += chunks
+            self.bytes_received += size
+
+
+@dataclass
+class UploadResult:
+    path: Path
+    size: int
+    mtime_ns: int
+    manifest: Manifest
+
+
+def _file_signature(stat: os.stat_result) -> tuple[int, int, int, int]:
+    return stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino
+
+
+class Transfers:
+    """Moves file contents between this machine and the server for one account."""
+
+    def __init__(self, api: ApiClient, keys: AccountKeys, workers: int = 4) -> None:
+        self.api = api
+        self.keys = keys
+        self.stats = TransferStats()
+        self.workers = workers
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tandem-transfer")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    def __enter__(self) -> Transfers:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # ---- upload ---------------------------------------------------------------------------
+
+    def upload(self, paths: Sequence[Path]) -> list[UploadResult | ClientError | OSError]:
+        """Upload files (sharing requests across them); one result or error per path.
+
+        After this returns, every chunk of every successful result is on the server, so a
+        commit referencing the manifests will be accepted.
+        """
+        batch = _UploadBatch(self)
+        results: list[UploadResult | ClientError | OSError] = []
+        for path in paths:
+            try:
+                results.append(batch.add_file(path))
+            except (OSError, FileChangedError) as exc:
+                results.append(exc)
+        batch.finish()
+        return results
+
+    def upload_file(self, path: Path) -> UploadResult:
+        result = self.upload([path])[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def _send_single(self, chunk_id: str, plaintext: bytes) -> None:
+        ciphertext = self.keys.encrypt_chunk(chunk_id, plaintext)
+        self.api.put_chunk(chunk_id, blake3.blake3(ciphertext).hexdigest(), ciphertext)
+        self.stats.add_sent(1, len(ciphertext))
+
+    def _send_pack(self, chunks: list[tuple[str, bytes]]) -> None:
+        frames = []
+        for chunk_id, plaintext in chunks:
+            ciphertext = self.keys.encrypt_chunk(chunk_id, plaintext)
+            frames.append(wire.encode_upload_frame(
+                chunk_id, blake3.blake3(ciphertext).hexdigest(), ciphertext))
+        body = b"".join(frames)
+        self.api.put_pack(body)
+        self.stats.add_sent(len(chunks), len(body))
+
+    # ---- download -------------------------------------------------------------------------
+
+    def download(self, manifest: Manifest, target: Path, temp_dir: Path | None = None,
+                 mtime_ns: int | None = None) -> None:
+        """Write the file described by `manifest` to `target`, atomically: `target` appears
+        only complete and verified, or is left as it was."""
+        folder = temp_dir or target.parent
+        fd, temp_name = tempfile.mkstemp(dir=folder, prefix=".tandem-download-")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                for plaintext in self.iter_content(manifest):
+                    handle.write(plaintext)
+                handle.flush()
+                os.fsync(handle.fileno())
+            if mtime_ns is not None:
+                os.utime(temp_name, ns=(mtime_ns, mtime_ns))
+            os.replace(temp_name, target)
+        except BaseException:
+            Path(temp_name).unlink(missing_ok=True)
+            raise
+
+    def iter_content(self, manifest: Manifest) -> Iterable[bytes]:
+        """The file's plaintext, chunk by chunk, each verified against its id and size."""
+        groups = _fetch_groups(manifest)
+        window: deque[Future[list[tuple[str, bytes]]]] = deque()
+        next_group = 0
+        while next_group < len(groups) or window:
+            while next_group < len(groups) and len(window) < self.workers:
+                window.append(self._pool.submit(self._fetch_group, groups[next_group]))
+                next_group += 1
+            yield from window.popleft().result()
+
+    def _fetch_group(self, group: Manifest) -> list[tuple[str, bytes]]:
+        frames = self.api.fetch_chunks([chunk_id for chunk_id, _ in group])
+        if [chunk_id for chunk_id, _ in frames] != [chunk_id for chunk_id, _ in group]:
+            raise DownloadError("the server sent chunks other than those asked for")
+        plaintexts = []
+        for (chunk_id, size), (_, ciphertext) in zip(group, frames, strict=True):
+            plaintext = self.keys.decrypt_chunk(chunk_id, ciphertext)
+            if len(plaintext) != size:
+                raise DownloadError(f"chunk {chunk_id[:12]} has the wrong size")
+            plaintexts.append(plaintext)
+        self.stats.add_received(len(frames), sum(len(c) for _, c in frames))
+        return plaintexts  # type: ignore[return-value]
+
+
+def _fetch_groups(manifest: Manifest) -> list[Manifest]:
+    groups: list[Manifest] = []
+    current: Manifest = []
+    size = 0
+    for entry in manifest:
+        if current and (size + entry[1] > _FETCH_BYTES or len(current) >= _QUERY_MAX_IDS):
+            groups.append(current)
+            current, size = [], 0
+        current.append(entry)
+        size += entry[1]
+    if current:
+        groups.append(current)
+    return groups
+
+
+class _UploadBatch:
+    """The state of one `Transfers.upload` call: chunks waiting for the missing-query,
+    packs being filled, and the bounded window of requests in flight."""
+
+    def __init__(self, transfers: Transfers) -> None:
+        self.transfers = transfers
+        self.waiting: dict[str, bytes] = {}
+        self.waiting_bytes = 0
+        self.known: set[str] = set()
+        self.pack: list[tuple[str, bytes]] = []
+        self.pack_bytes = 0
+        self.in_flight: deque[Future[None]] = deque()
+
+    def add_file(self, path: Path) -> UploadResult:
+        manifest: Manifest = []
+        with open(path, "rb") as handle:
+            before = os.fstat(handle.fileno())
+            # A file below the chunker's minimum is one chunk: skip the chunker's set-up.
+            small = before.st_size < MIN_CHUNK
+            chunks = ([handle.read()] if before.st_size else []) if small else iter_chunks(handle)
+            for plaintext in chunks:
+                chunk_id = self.transfers.keys.chunk_id(plaintext)
+                manifest.append((chunk_id, len(plaintext)))
+                if chunk_id not in self.known and chunk_id not in self.waiting:
+                    self.waiting[chunk_id] = plaintext
+                    self.waiting_bytes += len(plaintext)
+                    if self.waiting_bytes >= _QUERY_WINDOW or len(self.waiting) >= _QUERY_MAX_IDS:
+                        self._query()
+        after = os.stat(path)
+        if _file_signature(before) != _file_signature(after):
+            raise FileChangedError(f"{path} changed while it was read")
+        return UploadResult(path, before.st_size, before.st_mtime_ns, manifest)
+
+    def _query(self) -> None:
+        if not self.waiting:
+            return
+        missing = set(self.transfers.api.missing_chunks(list(self.waiting)))
+        for chunk_id, plaintext in self.waiting.items():
+            self.known.add(chunk_id)
+            if chunk_id not in missing:
+                continue
+            if len(plaintext) >= _SINGLE_CHUNK:
+                self._submit(self.transfers._send_single, chunk_id, plaintext)
+            else:
+                self.pack.append((chunk_id, plaintext))
+                self.pack_bytes += len(plaintext)
+                if self.pack_bytes >= _PACK_BYTES:
+                    self._submit_pack()
+        self.waiting = {}
+        self.waiting_bytes = 0
+
+    def _submit_pack(self) -> None:
+        if self.pack:
+            self._submit(self.transfers._send_pack, self.pack)
+            self.pack, self.pack_bytes = [], 0
+
+    def _submit(self, fn: object, *args: object) -> None:
+        while len(self.in_flight) >= 2 * self.transfers.workers:
+            self.in_flight.popleft().result()
+        self.in_flight.append(self.transfers._pool.submit(fn, *args))  # type: ignore[arg-type]
+
+    def finish(self) -> None:
+        """Send what is left and wait for everything; the first failure is raised."""
+        try:
+            self._query()
+            self._submit_pack()
+        finally:
+            errors = []
+            while self.in_flight:
+                try:
+                    self.in_flight.popleft().result()
+                except Exception as exc:
+                    errors.append(exc)
+        if errors:
+            raise errors[0]
+

@@ -1,0 +1,82 @@
+"""Shared fixtures: a real `tandem serve` subprocess on 127.0.0.1 and a free port.
+
+Every process a test starts is stopped by that test (by PID), even when it fails.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+# Tests may use the cheap key-derivation profile; the default profile stays the real one.
+os.environ.setdefault("TANDEM_INSECURE_FAST_KDF", "1")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class RunningServer:
+    url: str
+    data_dir: Path
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def start_server(data_dir: Path, *extra: str) -> RunningServer:
+    port = free_port()
+    log_path = data_dir.parent / f"server-{port}.log"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tandem", "serve", "--data", str(data_dir),
+             "--port", str(port), "--gc-interval", "0", *extra],
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+    server = RunningServer(f"http://127.0.0.1:{port}", data_dir, process, log_path)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited early:\n{server.log()}")
+        try:
+            if httpx.get(f"{server.url}/health", timeout=1).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    stop_server(server)
+    raise RuntimeError(f"server did not start within 30 s:\n{server.log()}")
+
+
+def stop_server(server: RunningServer) -> None:
+    if server.process.poll() is None:
+        server.process.terminate()
+        try:
+            server.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.process.kill()
+            server.process.wait(timeout=10)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[RunningServer]:
+    """A fresh server with collection grace 0, so tests can watch garbage collection."""
+    running = start_server(tmp_path / "server", "--gc-grace", "0")
+    try:
+        yield running
+    finally:
+        stop_server(running)
