@@ -80,3 +80,12 @@ def server(tmp_path: Path) -> Iterator[RunningServer]:
         yield running
     finally:
         stop_server(running)
+
+
+def tandem(home: Path, *args: str, stdin: str | None = None,
+           timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run the real CLI as a user would, with its own TANDEM_HOME."""
+    env = {**os.environ, "TANDEM_HOME": str(home)}
+    env.pop("TANDEM_PASSWORD", None)
+    return subprocess.run([sys.executable, "-m", "tandem", *args], input=stdin, env=env,
+                          capture_output=True, text=True, timeout=timeout)
