@@ -20,7 +20,9 @@ NodeId = Annotated[str, StringConstraints(pattern=wire.NODE_ID_PATTERN)]
 NewNodeId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
 ChunkId = Annotated[str, StringConstraints(pattern=wire.CHUNK_ID_PATTERN)]
 B64 = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]*$", max_length=4096)]
-NameCiphertext = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]+$", min_length=23,
+#: Unpadded base64 is never 1 more than a multiple of 4 characters long (that would not decode).
+NameCiphertext = Annotated[str, StringConstraints(pattern=r"^(?:[A-Za-z0-9_-]{4})*[A-Za-z0-9_-]{2,4}$",
+                                                  min_length=23,
                                                   max_length=(wire.MAX_NAME_CIPHERTEXT * 4 + 2) // 3)]
 Size = Annotated[int, Field(ge=0, le=wire.MAX_FILE_SIZE)]
 MtimeNs = Annotated[int, Field(ge=-(1 << 62), le=1 << 62)]
