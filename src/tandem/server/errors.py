@@ -21,11 +21,12 @@ _CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_f
           415: "unsupported_media_type", 429: "too_many_requests"}
 
 
-class BodyTooLarge(Exception):
-    """A request body over the cap for its endpoint."""
+class BodyTooLarge(HTTPException):
+    """A request body over the cap for its endpoint. An HTTPException, so that FastAPI passes
+    it through when it is raised while reading a JSON body (other errors there become 400)."""
 
     def __init__(self, limit: int) -> None:
-        super().__init__(f"request body exceeds {limit} bytes")
+        super().__init__(413, f"request body exceeds {limit} bytes")
         self.limit = limit
 
 
@@ -52,7 +53,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(BodyTooLarge)
     async def _too_large(_: Request, exc: BodyTooLarge) -> JSONResponse:
-        return error_response(413, "too_large", str(exc))
+        return error_response(413, "too_large", str(exc.detail))
 
     @app.exception_handler(Exception)
     async def _internal(_: Request, exc: Exception) -> JSONResponse:
