@@ -1,0 +1,92 @@
+"""The blob store's contract, written once over every implementation.
+
+Today a local folder; an S3 store joins by adding an entry to BLOB_STORES (a URL factory), and
+must then pass the same tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tandem.server.blobs import BlobStore, open_blob_store
+from tandem.server.blobs.local import LocalBlobStore
+
+#: name -> opener(fresh folder). Add S3 (e.g. SeaweedFS) here.
+BLOB_STORES: dict[str, Callable[[Path], BlobStore]] = {
+    "local": lambda folder: open_blob_store(folder.resolve().as_uri()),
+}
+
+KEY = "7/" + "ab" * 32
+
+
+@pytest.fixture(params=list(BLOB_STORES))
+def blobs(request: pytest.FixtureRequest, tmp_path: Path) -> BlobStore:
+    return BLOB_STORES[request.param](tmp_path / "blobs")
+
+
+def test_put_then_get(blobs: BlobStore) -> None:
+    blobs.put(KEY, b"ciphertext")
+    assert blobs.get(KEY) == b"ciphertext"
+    assert blobs.exists(KEY)
+
+
+def test_put_is_create_only(blobs: BlobStore) -> None:
+    """A key names one content: a second put (a retry, a race) never replaces the first."""
+    blobs.put(KEY, b"first")
+    blobs.put(KEY, b"second, different")
+    assert blobs.get(KEY) == b"first"
+
+
+def test_get_of_a_missing_key_raises_key_error(blobs: BlobStore) -> None:
+    with pytest.raises(KeyError):
+        blobs.get(KEY)
+    assert not blobs.exists(KEY)
+
+
+def test_delete_is_idempotent(blobs: BlobStore) -> None:
+    blobs.put(KEY, b"x")
+    blobs.delete(KEY)
+    blobs.delete(KEY)
+    assert not blobs.exists(KEY)
+    with pytest.raises(KeyError):
+        blobs.get(KEY)
+
+
+def test_keys_lists_every_key_and_filters_by_prefix(blobs: BlobStore) -> None:
+    wanted = {f"1/{i:02x}" + "0" * 62 for i in range(5)} | {"2/" + "f" * 64}
+    for key in wanted:
+        blobs.put(key, key.encode())
+    assert set(blobs.keys()) == wanted
+    assert set(blobs.keys("1/")) == {k for k in wanted if k.startswith("1/")}
+    assert list(blobs.keys("3/")) == []
+
+
+def test_empty_blob_round_trips(blobs: BlobStore) -> None:
+    blobs.put(KEY, b"")
+    assert blobs.get(KEY) == b""
+
+
+@pytest.mark.parametrize("key", ["../x", "a/../../x", "/etc/passwd", "a//b", "", "a/", ".hidden",
+                                 "a\\b", "a/b\x00c"],
+                         ids=["dotdot", "nested dotdot", "absolute", "empty segment", "empty",
+                              "trailing slash", "leading dot", "backslash", "nul"])
+def test_keys_that_try_to_escape_are_refused(blobs: BlobStore, key: str, tmp_path: Path) -> None:
+    for attempt in (lambda: blobs.put(key, b"x"), lambda: blobs.get(key), lambda: blobs.delete(key),
+                    lambda: blobs.exists(key)):
+        with pytest.raises(ValueError):
+            attempt()
+    assert not (tmp_path / "x").exists()
+
+
+def test_local_store_keeps_files_inside_its_folder(tmp_path: Path) -> None:
+    """Local only: the file layout, and `local_path` for serving a blob with sendfile."""
+    store = LocalBlobStore(tmp_path / "blobs")
+    store.put(KEY, b"data")
+    path = store.local_path(KEY)
+    assert path is not None and path.read_bytes() == b"data"
+    assert path.resolve().is_relative_to((tmp_path / "blobs").resolve())
+    assert store.local_path("7/" + "cd" * 32) is None
+    assert not any((tmp_path / "blobs" / ".tmp").iterdir()), "no temporary file is left behind"
