@@ -13,6 +13,7 @@ Writes bench/results/foundation.{json,md}. Medians of --runs with min-max.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import random
@@ -78,11 +79,31 @@ def make_small_tree(root: Path, count: int, seed: int) -> list[Path]:
     return paths
 
 
+def peak_rss_mib() -> float:
+    """This process's peak RSS. VmHWM, not ru_maxrss: ru_maxrss survives exec, so a child
+    would report its parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while piece := handle.read(1 << 20):
+            digest.update(piece)
+    return digest.hexdigest()
+
+
 # ---- child modes: each runs in its own process so its peak RSS is its own ------------------
 
 def child(mode: str, home: str, target: str) -> None:
     from tandem.client import Home, Session, Transfers
+    from tandem.client.memory import pin_mmap_threshold
     from tandem.core.chunking import iter_chunks
+
+    pin_mmap_threshold()  # as the `tandem` command does at start
 
     session = Session.open(Home(Path(home)))
     result: dict[str, float] = {}
@@ -108,7 +129,7 @@ def child(mode: str, home: str, target: str) -> None:
             result["seconds"] = time.perf_counter() - start
     elif mode == "commit":
         result.update(commit_small_files(session, Path(target)))
-    result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["peak_rss_mib"] = peak_rss_mib()
     session.close()
     print(json.dumps(result))
 
@@ -193,7 +214,7 @@ def measure(work: Path, url: str, args: argparse.Namespace) -> dict[str, object]
         result = run_child("download", home.path, big)
         down.append(size / result["seconds"] / 1e6)
         down_rss.append(result["peak_rss_mib"])
-        if Path(str(big) + ".down").read_bytes() != big.read_bytes():
+        if file_digest(Path(str(big) + ".down")) != file_digest(big):
             raise SystemExit("download differs from upload")
         for leftover in (big, Path(str(big) + ".down")):
             leftover.unlink()

@@ -7,6 +7,7 @@ import click
 from tandem import __version__
 from tandem.cli.account import devices, login, logout, signup
 from tandem.cli.serve import serve
+from tandem.client.memory import pin_mmap_threshold
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -20,4 +21,5 @@ for command in (serve, signup, login, logout, devices):
 
 
 def main() -> None:
+    pin_mmap_threshold()
     cli()

@@ -7,9 +7,11 @@ Refusals (4xx) raise `ApiError` carrying the server's stable error code.
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -38,14 +40,26 @@ class ApiError(ClientError):
         self.detail = detail
 
     @classmethod
-    def from_response(cls, response: httpx.Response) -> ApiError:
+    def from_reply(cls, reply: Reply) -> ApiError:
         try:
-            error = response.json()["error"]
+            error = reply.json()["error"]
             detail = {k: v for k, v in error.items() if k not in ("code", "message")}
-            return cls(response.status_code, str(error["code"]), str(error["message"]), detail)
+            return cls(reply.status, str(error["code"]), str(error["message"]), detail)
         except (ValueError, KeyError, TypeError):
-            text = response.text[:200] or response.reason_phrase
-            return cls(response.status_code, "http_error", f"HTTP {response.status_code}: {text}", {})
+            text = bytes(reply.content[:200]).decode("utf-8", "replace") or reply.reason
+            return cls(reply.status, "http_error", f"HTTP {reply.status}: {text}", {})
+
+
+@dataclass
+class Reply:
+    """A server's answer, read whole (bodies are bounded: JSON or a few MiB of chunks)."""
+
+    status: int
+    content: bytearray
+    reason: str = ""
+
+    def json(self) -> Any:
+        return json.loads(self.content)
 
 
 class Backoff:
@@ -87,11 +101,25 @@ class ApiClient:
 
     # ---- transport ------------------------------------------------------------------------
 
-    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    def _send(self, method: str, path: str, body: bytes | None = None, **kwargs: Any) -> Reply:
+        """Send with retries and read the whole answer into a buffer of our own.
+
+        httpx responses sit in reference cycles (response <-> stream) that only the cyclic GC
+        frees, so their bodies, and the request bodies they point to, would linger; a raw
+        body is therefore handed over through a one-shot iterator and read into a bytearray.
+        """
         delays = self.backoff.delays()
         while True:
+            if body is not None:
+                headers = {**kwargs.pop("headers", {}), "Content-Length": str(len(body))}
+                kwargs["headers"] = headers
+                kwargs["content"] = iter((body,))
             try:
-                response = self._http.request(method, path, **kwargs)
+                with self._http.stream(method, path, **kwargs) as response:
+                    content = bytearray()
+                    for piece in response.iter_bytes():
+                        content += piece
+                    reply = Reply(response.status_code, content, response.reason_phrase)
             except httpx.TransportError as exc:
                 delay = next(delays, None)
                 if delay is None:
@@ -100,18 +128,18 @@ class ApiClient:
                     ) from exc
                 self.backoff.sleep(delay)
                 continue
-            if response.status_code in RETRY_STATUSES:
+            if reply.status in RETRY_STATUSES:
                 delay = next(delays, None)
                 if delay is not None:
                     self.backoff.sleep(delay)
                     continue
-            if response.status_code >= 400:
-                raise ApiError.from_response(response)
-            return response
+            if reply.status >= 400:
+                raise ApiError.from_reply(reply)
+            return reply
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = self._send(method, path, **kwargs)
-        return response.json() if response.content else None
+        reply = self._send(method, path, **kwargs)
+        return reply.json() if reply.content else None
 
     # ---- accounts -----------------------------------------------------------------------
 
@@ -199,24 +227,24 @@ class ApiClient:
         return missing
 
     def put_chunk(self, chunk_id: str, content_hash: str, data: bytes) -> None:
-        self._send("PUT", f"/chunks/{chunk_id}", content=data,
+        self._send("PUT", f"/chunks/{chunk_id}", body=data,
                    headers={"X-Content-Hash": content_hash,
                             "Content-Type": "application/octet-stream"})
 
     def put_pack(self, body: bytes) -> None:
-        self._send("POST", "/chunks/pack", content=body,
+        self._send("POST", "/chunks/pack", body=body,
                    headers={"Content-Type": "application/octet-stream"})
 
     def get_chunk(self, chunk_id: str) -> bytes:
-        return self._send("GET", f"/chunks/{chunk_id}").content
+        return bytes(self._send("GET", f"/chunks/{chunk_id}").content)
 
-    def fetch_chunks(self, chunk_ids: list[str]) -> list[tuple[str, bytes]]:
+    def fetch_chunks(self, chunk_ids: list[str]) -> list[tuple[str, memoryview]]:
         """Download several chunks in one framed response; retried whole if cut short."""
         delays = self.backoff.delays()
         while True:
             response = self._send("POST", "/chunks/fetch", json={"ids": chunk_ids})
             try:
-                frames = list(wire.decode_download_frames([response.content]))
+                frames = wire.split_download_frames(response.content)
             except wire.FramingError:
                 delay = next(delays, None)
                 if delay is None:

@@ -28,13 +28,13 @@ from tandem.core.crypto import AccountKeys
 Manifest = list[tuple[str, int]]
 
 #: Ask the server about this many plaintext bytes of new chunk ids at a time.
-_QUERY_WINDOW = 8 * 1024 * 1024
+_QUERY_WINDOW = 4 * 1024 * 1024
 _QUERY_MAX_IDS = 1000
 #: Chunks at least this big go one per request; smaller ones share a pack.
 _SINGLE_CHUNK = 512 * 1024
 _PACK_BYTES = 4 * 1024 * 1024
 #: Plaintext bytes per download request.
-_FETCH_BYTES = 8 * 1024 * 1024
+_FETCH_BYTES = 4 * 1024 * 1024
 
 
 class FileChangedError(ClientError):
@@ -160,15 +160,15 @@ class Transfers:
     def iter_content(self, manifest: Manifest) -> Iterable[bytes]:
         """The file's plaintext, chunk by chunk, each verified against its id and size."""
         groups = _fetch_groups(manifest)
-        window: deque[Future[list[tuple[str, bytes]]]] = deque()
+        window: deque[Future[list[bytes]]] = deque()
         next_group = 0
         while next_group < len(groups) or window:
-            while next_group < len(groups) and len(window) < self.workers:
+            while next_group < len(groups) and len(window) < self.workers - 1:
                 window.append(self._pool.submit(self._fetch_group, groups[next_group]))
                 next_group += 1
             yield from window.popleft().result()
 
-    def _fetch_group(self, group: Manifest) -> list[tuple[str, bytes]]:
+    def _fetch_group(self, group: Manifest) -> list[bytes]:
         frames = self.api.fetch_chunks([chunk_id for chunk_id, _ in group])
         if [chunk_id for chunk_id, _ in frames] != [chunk_id for chunk_id, _ in group]:
             raise DownloadError("the server sent chunks other than those asked for")
@@ -179,7 +179,7 @@ class Transfers:
                 raise DownloadError(f"chunk {chunk_id[:12]} has the wrong size")
             plaintexts.append(plaintext)
         self.stats.add_received(len(frames), sum(len(c) for _, c in frames))
-        return plaintexts  # type: ignore[return-value]
+        return plaintexts
 
 
 def _fetch_groups(manifest: Manifest) -> list[Manifest]:
@@ -254,7 +254,7 @@ class _UploadBatch:
             self.pack, self.pack_bytes = [], 0
 
     def _submit(self, fn: object, *args: object) -> None:
-        while len(self.in_flight) >= 2 * self.transfers.workers:
+        while len(self.in_flight) >= self.transfers.workers + 1:
             self.in_flight.popleft().result()
         self.in_flight.append(self.transfers._pool.submit(fn, *args))  # type: ignore[arg-type]
 

@@ -182,7 +182,7 @@ class AccountKeys:
         sealed = self._content.encrypt(nonce, bytes(plaintext), chunk_id.encode("ascii"))
         return bytes([CHUNK_FORMAT_V1]) + nonce + sealed
 
-    def decrypt_chunk(self, chunk_id: str, ciphertext: bytes) -> bytes:
+    def decrypt_chunk(self, chunk_id: str, ciphertext: bytes | memoryview) -> bytes:
         """Decrypt and check that the plaintext really has this chunk id."""
         if len(ciphertext) < CHUNK_OVERHEAD or ciphertext[0] != CHUNK_FORMAT_V1:
             raise DecryptionError(f"chunk {chunk_id[:12]} is not a Tandem chunk")

@@ -64,6 +64,23 @@ def encode_download_frame(chunk_id: str, data: bytes) -> bytes:
     return _DOWNLOAD_HEADER.pack(bytes.fromhex(chunk_id), len(data)) + data
 
 
+def split_download_frames(body: bytes) -> list[tuple[str, memoryview]]:
+    """Split a complete framed response into (chunk id, ciphertext view) without copying."""
+    view = memoryview(body)
+    frames = []
+    offset = 0
+    while offset < len(view):
+        if len(view) - offset < DOWNLOAD_HEADER_SIZE:
+            raise FramingError("the chunk stream ended in the middle of a frame header")
+        raw_id, length = _DOWNLOAD_HEADER.unpack_from(view, offset)
+        start = offset + DOWNLOAD_HEADER_SIZE
+        if length > MAX_CHUNK_CIPHERTEXT or start + length > len(view):
+            raise FramingError("the chunk stream ended in the middle of a frame")
+        frames.append((raw_id.hex(), view[start : start + length]))
+        offset = start + length
+    return frames
+
+
 def decode_download_frames(frames: Iterable[bytes]) -> Iterator[tuple[str, bytes]]:
     """Reassemble (chunk id, ciphertext) pairs from a stream of arbitrary byte pieces."""
     buffer = bytearray()
