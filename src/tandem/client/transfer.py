@@ -27,12 +27,12 @@ from tandem.core.crypto import AccountKeys
 
 Manifest = list[tuple[str, int]]
 
-#: Ask the server about this many plaintext bytes of new chunk ids at a time.
+#: Ask the server about this many plaintext bytes of new chunk ids at a time (one job: the
+#: missing-query, then the missing chunks, small ones in one pack).
 _QUERY_WINDOW = 4 * 1024 * 1024
 _QUERY_MAX_IDS = 1000
 #: Chunks at least this big go one per request; smaller ones share a pack.
 _SINGLE_CHUNK = 512 * 1024
-_PACK_BYTES = 4 * 1024 * 1024
 #: Plaintext bytes per download request.
 _FETCH_BYTES = 4 * 1024 * 1024
 
@@ -198,16 +198,15 @@ def _fetch_groups(manifest: Manifest) -> list[Manifest]:
 
 
 class _UploadBatch:
-    """The state of one `Transfers.upload` call: chunks waiting for the missing-query,
-    packs being filled, and the bounded window of requests in flight."""
+    """The state of one `Transfers.upload` call: a window of new chunk ids and the bounded
+    queue of jobs in flight. Each job asks the server which chunks of its window are missing
+    and sends those, so the calling thread only reads, chunks and hashes."""
 
     def __init__(self, transfers: Transfers) -> None:
         self.transfers = transfers
         self.waiting: dict[str, bytes] = {}
         self.waiting_bytes = 0
         self.known: set[str] = set()
-        self.pack: list[tuple[str, bytes]] = []
-        self.pack_bytes = 0
         self.in_flight: deque[Future[None]] = deque()
 
     def add_file(self, path: Path) -> UploadResult:
@@ -220,49 +219,43 @@ class _UploadBatch:
             for plaintext in chunks:
                 chunk_id = self.transfers.keys.chunk_id(plaintext)
                 manifest.append((chunk_id, len(plaintext)))
-                if chunk_id not in self.known and chunk_id not in self.waiting:
+                if chunk_id not in self.known:
+                    self.known.add(chunk_id)
                     self.waiting[chunk_id] = plaintext
                     self.waiting_bytes += len(plaintext)
                     if self.waiting_bytes >= _QUERY_WINDOW or len(self.waiting) >= _QUERY_MAX_IDS:
-                        self._query()
+                        self._dispatch()
         after = os.stat(path)
         if _file_signature(before) != _file_signature(after):
             raise FileChangedError(f"{path} changed while it was read")
         return UploadResult(path, before.st_size, before.st_mtime_ns, manifest)
 
-    def _query(self) -> None:
+    def _dispatch(self) -> None:
         if not self.waiting:
             return
-        missing = set(self.transfers.api.missing_chunks(list(self.waiting)))
-        for chunk_id, plaintext in self.waiting.items():
-            self.known.add(chunk_id)
-            if chunk_id not in missing:
-                continue
-            if len(plaintext) >= _SINGLE_CHUNK:
-                self._submit(self.transfers._send_single, chunk_id, plaintext)
-            else:
-                self.pack.append((chunk_id, plaintext))
-                self.pack_bytes += len(plaintext)
-                if self.pack_bytes >= _PACK_BYTES:
-                    self._submit_pack()
+        while len(self.in_flight) > self.transfers.workers:
+            self.in_flight.popleft().result()
+        self.in_flight.append(self.transfers._pool.submit(self._send_window, self.waiting))
         self.waiting = {}
         self.waiting_bytes = 0
 
-    def _submit_pack(self) -> None:
-        if self.pack:
-            self._submit(self.transfers._send_pack, self.pack)
-            self.pack, self.pack_bytes = [], 0
-
-    def _submit(self, fn: object, *args: object) -> None:
-        while len(self.in_flight) >= self.transfers.workers + 1:
-            self.in_flight.popleft().result()
-        self.in_flight.append(self.transfers._pool.submit(fn, *args))  # type: ignore[arg-type]
+    def _send_window(self, window: dict[str, bytes]) -> None:
+        missing = set(self.transfers.api.missing_chunks(list(window)))
+        pack = []
+        for chunk_id, plaintext in window.items():
+            if chunk_id not in missing:
+                continue
+            if len(plaintext) >= _SINGLE_CHUNK:
+                self.transfers._send_single(chunk_id, plaintext)
+            else:
+                pack.append((chunk_id, plaintext))
+        if pack:
+            self.transfers._send_pack(pack)
 
     def finish(self) -> None:
         """Send what is left and wait for everything; the first failure is raised."""
         try:
-            self._query()
-            self._submit_pack()
+            self._dispatch()
         finally:
             errors = []
             while self.in_flight:
@@ -272,4 +265,3 @@ class _UploadBatch:
                     errors.append(exc)
         if errors:
             raise errors[0]
-

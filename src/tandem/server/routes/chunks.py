@@ -71,12 +71,13 @@ async def put_chunk(
     parts: Services = Depends(services),
 ) -> StoredResponse:
     """Upload one encrypted chunk; `X-Content-Hash` is the BLAKE3 of the body."""
-    body = bytearray()
+    pieces, size = [], 0
     async for piece in request.stream():
-        body += piece
-        if len(body) > wire.MAX_CHUNK_CIPHERTEXT:
+        pieces.append(piece)
+        size += len(piece)
+        if size > wire.MAX_CHUNK_CIPHERTEXT:
             raise BodyTooLarge(wire.MAX_CHUNK_CIPHERTEXT)
-    item = (chunk_id, x_content_hash, bytes(body))
+    item = (chunk_id, x_content_hash, b"".join(pieces))
     stored = await run_in_threadpool(_store, parts, device.account_id, [item])
     return StoredResponse(stored=stored, already_present=1 - stored)
 
