@@ -194,3 +194,17 @@ def test_purged_node_id_cannot_be_reused_by_a_stale_batch(acct: Account) -> None
     acct.client.post("/trash/empty")
     refused = batch(acct, delete_op(folder["id"], folder["rev"]))
     assert refused.status_code == 404 and error_code(refused) == "not_found"
+
+
+def test_gc_removes_blob_files_left_without_a_record(acct: Account, srv: RunningServer) -> None:
+    """A crash between writing a blob and recording it leaves an orphan file: GC removes it,
+    and leaves recorded blobs alone."""
+    kept = upload_chunk(acct, b"recorded and referenced")
+    commit(acct, create_op(acct.keys, ROOT_ID, "kept", "file", [kept]))
+    kept_path = next((srv.data_dir / "blobs").rglob(kept[0]))
+    orphan = kept_path.parent.parent / "ff" / ("f" * 64)
+    orphan.parent.mkdir(exist_ok=True)
+    orphan.write_bytes(b"left over from a crash")
+    assert acct.client.post("/gc").status_code == 200
+    assert not orphan.exists()
+    assert kept_path.exists()

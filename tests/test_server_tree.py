@@ -16,7 +16,6 @@ from tests.helpers_api import (
     create_op,
     cursor,
     delete_op,
-    enc_name,
     error_code,
     fresh_email,
     full_tree,
@@ -140,9 +139,11 @@ def test_retried_create_is_idempotent(acct: Account) -> None:
     at = cursor(acct)
     again = commit(acct, op)[0]
     assert again == first and cursor(acct) == at
-    # The same id with other content is not a retry: refused.
-    other = dict(op, name=enc_name(acct.keys, ROOT_ID, "different.txt"))
-    refused = batch(acct, other)
+    # Renamed by another device before the retry arrived: still the same create, no copy.
+    moved = commit(acct, move_op(acct.keys, first["id"], first["rev"], ROOT_ID, "renamed.txt"))[0]
+    assert commit(acct, op)[0]["rev"] == moved["rev"]
+    # The same id as another kind of node is not a retry: refused.
+    refused = batch(acct, dict(op, kind="folder", manifest=None, size=0))
     assert refused.status_code == 409 and error_code(refused) == "id_exists"
 
 

@@ -29,7 +29,8 @@ MtimeNs = Annotated[int, Field(ge=-(1 << 62), le=1 << 62)]
 Rev = Annotated[int, Field(ge=0, le=1 << 62)]
 ChunkSize = Annotated[int, Field(ge=1, le=MAX_CHUNK)]
 Manifest = Annotated[list[tuple[ChunkId, ChunkSize]], Field(max_length=2_000_000)]
-Email = Annotated[str, StringConstraints(pattern=r"^[^@\s]{1,64}@[^@\s]{1,189}$", max_length=254)]
+Email = Annotated[str, StringConstraints(pattern=r"^[^@\s\x00-\x1f\x7f]{1,64}@[^@\s\x00-\x1f\x7f]{1,189}$",
+                                         max_length=254)]
 DeviceName = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f]+$")]
 
 

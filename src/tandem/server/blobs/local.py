@@ -72,7 +72,10 @@ class LocalBlobStore:
         self._path(key).unlink(missing_ok=True)
 
     def keys(self, prefix: str = "") -> Iterator[str]:
-        for folder, _dirs, files in os.walk(self.root):
+        head_of_prefix = prefix.rpartition("/")[0]
+        if head_of_prefix and not _KEY_RE.match(head_of_prefix):
+            return
+        for folder, _dirs, files in os.walk(self.root / head_of_prefix):
             relative = Path(folder).relative_to(self.root)
             if relative.parts[:1] == (".tmp",) or not files:
                 continue

@@ -86,9 +86,23 @@ def collect(device: Device = Depends(current_device),
 
 def collect_account(parts: Services, account_id: int) -> int:
     """Drop unreferenced chunk records, then their blobs (a crash between leaves only an
-    orphan blob, never a record without its blob)."""
+    orphan blob, never a record without its blob), then orphan blobs: with this account's
+    uploads excluded by the lock, a blob without a record is left over from a crash."""
     with parts.locks.collecting(account_id):
         doomed = parts.store.collect_garbage(account_id, now())
         for chunk_id in doomed:
             parts.blobs.delete(chunk_key(account_id, chunk_id))
+        prefix = chunk_key(account_id, "")
+        batch: list[str] = []
+        for key in parts.blobs.keys(prefix):
+            batch.append(key[len(prefix):])
+            if len(batch) >= 1000:
+                _delete_orphans(parts, account_id, batch)
+                batch = []
+        _delete_orphans(parts, account_id, batch)
     return len(doomed)
+
+
+def _delete_orphans(parts: Services, account_id: int, chunk_ids: list[str]) -> None:
+    for chunk_id in parts.store.missing_chunks(account_id, chunk_ids):
+        parts.blobs.delete(chunk_key(account_id, chunk_id))

@@ -51,6 +51,7 @@ class BatchApplier:
         self.now = now
         self.retention = retention
         self.op_index: int | None = None
+        self.created: set[str] = set()
 
     # ---- helpers -------------------------------------------------------------------------
 
@@ -163,17 +164,17 @@ class BatchApplier:
         manifest = [tuple(x) for x in op.get("manifest") or []] if kind == "file" else None
         existing = self._get(node_id)
         if existing is not None:
-            # A retried create that already succeeded is answered as a success, not a copy.
-            same = (existing.state == "live" and existing.parent_id == parent_id
-                    and existing.name == name and existing.kind == kind
-                    and (kind == "folder" or existing.manifest == manifest))
-            if same:
+            # Ids are random per create, so an existing node of this kind means a retried
+            # create that already landed (perhaps changed by another device since: the journal
+            # says how). Answer it as a success, never as a second copy.
+            if existing.kind == kind and node_id not in self.created:
                 return int(existing.rev)
             raise self._fail(409, "id_exists", "a node with this id already exists",
                              node_id=node_id)
         self._folder(parent_id)
         self._name_free(parent_id, name, node_id)
         rev = self.journal.next()
+        self.created.add(node_id)
         size = op.get("size", 0) if kind == "file" else 0
         mtime_ns = op.get("mtime_ns", 0)
         self.tx.run(

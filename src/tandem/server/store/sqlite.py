@@ -48,10 +48,12 @@ class SqliteStore(SqlStore):
         connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")
         try:
             yield Tx(connection)
+            connection.execute("COMMIT")
         except BaseException:
-            connection.execute("ROLLBACK")
+            # Also after a failed COMMIT: never leave this thread's connection mid-transaction.
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
             raise
-        connection.execute("COMMIT")
 
     def _migrate(self) -> None:
         with self._transaction(write=True) as tx:
