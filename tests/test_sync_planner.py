@@ -113,7 +113,8 @@ def _ops(case: Case) -> set[tuple[type, str]]:
     return {(type(op), op.path) for op in planner.plan(case.synced, case.local, case.remote).ops}
 
 
-@pytest.mark.parametrize(("local_change", "remote_change"), list(PAIRS), ids=[f"local {a} / remote {b}" for a, b in PAIRS])
+@pytest.mark.parametrize(("local_change", "remote_change"), list(PAIRS),
+                         ids=[f"local {a} / remote {b}" for a, b in PAIRS])
 def test_file_change_pairs(local_change: str, remote_change: str) -> None:
     case = Case(BASE, LOCAL[local_change], REMOTE[remote_change])
     assert _ops(case) == PAIRS[(local_change, remote_change)]
