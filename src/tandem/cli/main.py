@@ -6,7 +6,9 @@ import click
 
 from tandem import __version__
 from tandem.cli.account import devices, login, logout, signup
+from tandem.cli.history import restore, trash, versions
 from tandem.cli.serve import serve
+from tandem.cli.sync import sync
 from tandem.client.memory import pin_mmap_threshold
 
 
@@ -16,7 +18,7 @@ def cli() -> None:
     """Tandem: an end-to-end encrypted cloud drive with two-way sync."""
 
 
-for command in (serve, signup, login, logout, devices):
+for command in (serve, signup, login, logout, devices, sync, versions, restore, trash):
     cli.add_command(command)
 
 

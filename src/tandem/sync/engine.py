@@ -1,0 +1,231 @@
+"""The controller, which reads as the algorithm: refresh the remote tree, scan, plan, check
+the plan is safe, execute, repeat until a plan is empty (STYLE.md: Mutagen's controller).
+
+`sync_once` is one `tandem sync --once`; `run_forever` adds the watcher (local changes, as
+hints for partial rescans), the long-poll on the journal (remote changes) and a periodic full
+rescan, and keeps going through a lost connection or a revoked token, saying so in the status.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tandem.client.account import Session
+from tandem.client.api import ApiError, ClientError
+from tandem.client.transfer import Transfers
+from tandem.sync import planner
+from tandem.sync.executor import STATE_FOLDER, Executor
+from tandem.sync.ignore import IgnoreRules
+from tandem.sync.model import is_within
+from tandem.sync.remote import RemoteMirror
+from tandem.sync.scanner import RootUnavailable, make_hasher, scan
+from tandem.sync.state import StateDB
+
+MAX_ROUNDS = 50
+#: A plan deleting more than this share of the synced files, and more than MASS_DELETE_MIN,
+#: waits for the user (promise 2).
+MASS_DELETE_SHARE = 0.5
+MASS_DELETE_MIN = 100
+FULL_RESCAN_SECONDS = 600.0
+LONG_POLL_SECONDS = 25.0
+
+
+class MassDeletePaused(Exception):
+    def __init__(self, deletions: int, total: int) -> None:
+        super().__init__(
+            f"this sync would delete {deletions} of {total} synced files; nothing was deleted."
+            " Check the folder and the cloud, then run `tandem sync --allow-mass-delete`")
+        self.deletions = deletions
+        self.total = total
+
+
+@dataclass
+class PassReport:
+    rounds: int = 0
+    done: int = 0
+    uploaded_bytes: int = 0
+    downloaded_bytes: int = 0
+    conflicts: list[str] = field(default_factory=list)
+    problems: dict[str, str] = field(default_factory=dict)
+
+
+class Engine:
+    def __init__(self, session: Session, root: Path, state: StateDB,
+                 allow_mass_delete: bool = False,
+                 on_round: Callable[[planner.Plan], None] | None = None) -> None:
+        self.session = session
+        self.root = root
+        self.state = state
+        self.allow_mass_delete = allow_mass_delete
+        self.on_round = on_round
+        self.transfers = Transfers(session.api, session.keys)
+        self.mirror = RemoteMirror(session.api, session.keys, state)
+        self.executor = Executor(root, state, self.mirror, self.transfers,
+                                 session.device.device_name)
+        self.hasher = make_hasher(session.keys)
+
+    def close(self) -> None:
+        self.transfers.close()
+
+    # ---- the root -------------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Check the folder is there and is the one we synced; clear stale temp files."""
+        try:
+            st = os.stat(self.root)
+        except OSError as exc:
+            raise RootUnavailable(f"the sync folder {self.root} is missing or unreadable"
+                                  f" ({exc.strerror}): nothing was synced") from None
+        if not self.root.is_dir():
+            raise RootUnavailable(f"the sync folder {self.root} is not a folder: nothing was synced")
+        identity = f"{st.st_dev}:{st.st_ino}"
+        known = self.state.get("root_identity")
+        if known is not None and known != identity:
+            # Replaced (recreated, or another disk mounted there): merge it afresh, as a new
+            # folder. Without a merge base nothing is deleted anywhere; contents are merged.
+            self.state.forget_synced_subtree("")
+            self.state.save_local(self.state.local_tree(), {})
+        self.state.put("root_identity", identity)
+        temp = self.root / STATE_FOLDER / "tmp"
+        if temp.is_dir() and not temp.is_symlink():
+            shutil.rmtree(temp, ignore_errors=True)
+
+    # ---- one pass -------------------------------------------------------------------------
+
+    def sync_once(self, subtrees: Sequence[str] | None = None) -> PassReport:
+        """Rounds of refresh, scan, plan, execute until nothing is left to do (or no round
+        makes progress). `subtrees` limits the first scan (daemon hints); later rounds rescan
+        what the previous round touched."""
+        self.prepare()
+        report = PassReport()
+        scan_only = subtrees
+        for _ in range(MAX_ROUNDS):
+            report.rounds += 1
+            self.mirror.refresh()
+            remote, remote_problems = self.mirror.tree()
+            previous = self.state.local_tree()
+            scanned = scan(self.root, previous, self.hasher, IgnoreRules.load(self.root), scan_only)
+            self.state.save_local(previous, scanned.tree)
+            synced = self.state.synced_tree()
+            plan = planner.plan(synced, scanned.tree, remote)
+            problems = {**remote_problems, **scanned.problems}
+            if not plan.ops:
+                report.problems = problems
+                break
+            self._check_mass_delete(plan, synced)
+            if self.on_round is not None:
+                self.on_round(plan)
+            outcome = self.executor.run(plan, scanned.tree, remote)
+            report.done += outcome.done
+            report.uploaded_bytes += outcome.bytes_uploaded
+            report.downloaded_bytes += outcome.bytes_downloaded
+            report.conflicts.extend(plan.conflicts)
+            report.problems = {**problems, **outcome.problems}
+            if outcome.done == 0:
+                break
+            scan_only = None if subtrees is None else _touched(plan)
+        self.state.set_problems(report.problems, int(time.time()))
+        self.state.put("mass_delete", "")
+        return report
+
+    def _check_mass_delete(self, plan: planner.Plan, synced: dict[str, object]) -> None:
+        if self.allow_mass_delete:
+            return
+        total = sum(1 for e in synced.values() if getattr(e, "kind", "") == "file")
+        deletions = plan.deletions
+        if deletions > MASS_DELETE_MIN and deletions > total * MASS_DELETE_SHARE:
+            paused = MassDeletePaused(deletions, total)
+            self.state.put("mass_delete", json.dumps({"deletions": deletions, "total": total}))
+            raise paused
+
+    # ---- continuous -----------------------------------------------------------------------
+
+    def run_forever(self, stop: threading.Event,
+                    on_status: Callable[[str], None] | None = None) -> None:
+        """Sync as changes happen until `stop` is set."""
+        from tandem.sync.watcher import Watcher
+
+        say = on_status or (lambda _message: None)
+        remote_changed = threading.Event()
+        poller = threading.Thread(target=self._poll, args=(stop, remote_changed), daemon=True,
+                                  name="tandem-poll")
+        watcher = Watcher(self.root, IgnoreRules.load(self.root))
+        poller.start()
+        pending: list[str] | None = None  # None: a full scan is due
+        next_full = time.monotonic() + FULL_RESCAN_SECONDS
+        retry_at = 0.0
+        failures = 0
+        try:
+            while not stop.is_set():
+                due = watcher.wait(0.05)
+                if due is not None:
+                    pending = None if pending is None or "" in due else sorted(set(pending) | set(due))
+                if time.monotonic() >= next_full:
+                    pending, next_full = None, time.monotonic() + FULL_RESCAN_SECONDS
+                if remote_changed.is_set() and pending is not None and not pending:
+                    pending = []
+                work_waiting = pending is None or bool(pending) or remote_changed.is_set()
+                if not work_waiting or time.monotonic() < retry_at:
+                    continue
+                remote_changed.clear()
+                try:
+                    self.sync_once(pending)
+                    pending, failures = [], 0
+                    self.state.put("connection", "connected")
+                except (ClientError, MassDeletePaused) as exc:
+                    failures += 1
+                    retry_at = time.monotonic() + min(30.0, 0.5 * 2**failures)
+                    self.state.put("connection", _connection_state(exc))
+                    say(str(exc))
+                    pending = None  # after trouble, look at everything again
+        finally:
+            watcher.stop()
+            stop.set()
+            poller.join(timeout=LONG_POLL_SECONDS + 5)
+
+    def _poll(self, stop: threading.Event, changed: threading.Event) -> None:
+        """Long-poll the journal; wake the loop as soon as another device commits."""
+        failures = 0
+        while not stop.is_set():
+            cursor = self.state.cursor
+            try:
+                page = self.session.api.changes(cursor, wait=LONG_POLL_SECONDS, limit=1)
+                failures = 0
+            except ClientError:
+                failures += 1
+                stop.wait(min(30.0, 0.5 * 2**failures))
+                continue
+            if page["changes"]:
+                changed.set()
+                deadline = time.monotonic() + 5
+                while self.state.cursor == cursor and not stop.is_set() and time.monotonic() < deadline:
+                    stop.wait(0.02)
+
+
+def _touched(plan: planner.Plan) -> list[str]:
+    """Paths a round may have changed on disk: rescanned by the next round (a conflicted copy
+    lands beside its original, so its folder is rescanned)."""
+    paths: set[str] = set()
+    for op in plan.ops:
+        paths.add(op.path)
+        target = getattr(op, "to", None)
+        if target:
+            paths.add(target)
+        if isinstance(op, planner.ConflictCopy):
+            paths.add(op.path.rpartition("/")[0])
+    return sorted(p for p in paths if not any(q != p and is_within(p, q) for q in paths))
+
+
+def _connection_state(exc: BaseException) -> str:
+    if isinstance(exc, ApiError) and exc.status == 401:
+        return "this device's token was revoked: run `tandem logout`, then `tandem login`"
+    if isinstance(exc, MassDeletePaused):
+        return "connected"
+    return f"offline: {exc}"

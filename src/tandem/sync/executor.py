@@ -1,0 +1,276 @@
+"""The executor: applies a plan's operations, each after re-checking what it expects.
+
+Local effects first (conflict copies, moves, folders, downloads, deletes), then remote ones
+(uploads and tree changes, committed in batches). Every operation checks its precondition
+right before its side effect (the file on disk is still the one planned for; the server
+refuses a stale revision), records the new synced state only once the effect is durable,
+and turns a failure into a per-path problem instead of aborting the pass (STYLE.md).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from tandem.client.api import ClientError
+from tandem.client.transfer import Transfers, UploadResult
+from tandem.core.crypto import DecryptionError
+from tandem.sync import planner as p
+from tandem.sync.commit import RemoteBatch
+from tandem.sync.model import LocalEntry, LocalTree, RemoteTree, SyncedEntry
+from tandem.sync.names import conflict_name
+from tandem.sync.remote import RemoteMirror
+from tandem.sync.state import StateDB
+
+STATE_FOLDER = ".tandem"
+
+
+@dataclass
+class Outcome:
+    done: int = 0
+    problems: dict[str, str] = field(default_factory=dict)
+    bytes_uploaded: int = 0
+    bytes_downloaded: int = 0
+
+
+class PreconditionFailed(Exception):
+    """The disk no longer holds what the plan was made for: skip, the next plan will see it."""
+
+
+def _matches(path: Path, expect: LocalEntry | None) -> bool:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return expect is None
+    if expect is None:
+        return False
+    if expect.kind == "folder":
+        return os.path.isdir(path) and not os.path.islink(path)
+    return (st.st_ino, st.st_size, st.st_mtime_ns) == (expect.inode, expect.size, expect.mtime_ns)
+
+
+class Executor:
+    def __init__(self, root: Path, state: StateDB, mirror: RemoteMirror, transfers: Transfers,
+                 device_name: str, clock: Callable[[], float] = time.time) -> None:
+        self.root = root
+        self.state = state
+        self.mirror = mirror
+        self.transfers = transfers
+        self.device_name = device_name
+        self.clock = clock
+        self.temp_dir = root / STATE_FOLDER / "tmp"
+
+    # ---- paths ----------------------------------------------------------------------------
+
+    def _disk(self, path: str, local: LocalTree) -> Path:
+        """The on-disk path for a tree path (names as they are on disk, e.g. NFD)."""
+        parts, prefix = [], ""
+        for name in path.split("/"):
+            prefix = f"{prefix}/{name}" if prefix else name
+            entry = local.get(prefix)
+            parts.append(entry.disk_name if entry is not None and entry.disk_name else name)
+        return self.root.joinpath(*parts)
+
+    def _check_inside(self, target: Path) -> None:
+        """Never act through a symlink: every folder between the root and `target` must be a
+        real folder (nothing is read, written or deleted outside the sync folder)."""
+        current = self.root
+        for part in target.relative_to(self.root).parts[:-1]:
+            current = current / part
+            if current.is_symlink():
+                raise PreconditionFailed(f"{current} is a symbolic link")
+
+    # ---- the whole plan -------------------------------------------------------------------
+
+    def run(self, plan: p.Plan, local: LocalTree, remote: RemoteTree) -> Outcome:
+        outcome = Outcome()
+        ops = plan.ops
+        kinds: dict[type, list[Any]] = {}
+        for op in ops:
+            kinds.setdefault(type(op), []).append(op)
+
+        def each(kind: type, action: Callable[[Any], None], order: int = 0) -> None:
+            items = kinds.get(kind, [])
+            if order:
+                items = sorted(items, key=lambda op: op.path.count("/"), reverse=order < 0)
+            for op in items:
+                self._attempt(outcome, op.path, lambda op=op: action(op))
+
+        each(p.ConflictCopy, lambda op: self._conflict_copy(op, local))
+        each(p.MoveLocal, lambda op: self._move_local(op, local, remote), order=1)
+        each(p.CreateLocalFolder, lambda op: self._create_local_folder(op), order=1)
+        self._downloads(kinds.get(p.Download, []), local, outcome)
+        each(p.DeleteLocal, lambda op: self._delete_local(op, local), order=-1)
+        each(p.RecordSynced, self._record_synced)
+        each(p.ForgetSynced, lambda op: self.state.forget_synced([op.path]))
+        remote_ops = [op for op in ops if isinstance(
+            op, p.Upload | p.CreateRemoteFolder | p.DeleteRemote | p.MoveRemote)]
+        if remote_ops:
+            self._remote(remote_ops, local, remote, outcome)
+        return outcome
+
+    def _attempt(self, outcome: Outcome, path: str, action: Callable[[], None]) -> None:
+        try:
+            action()
+            outcome.done += 1
+        except PreconditionFailed:
+            pass  # the next scan sees what changed and the next plan acts on it
+        except FileNotFoundError as exc:
+            if exc.filename and Path(exc.filename).is_relative_to(self.temp_dir):
+                outcome.problems[path] = str(exc)
+        except OSError as exc:
+            outcome.problems[path] = describe(exc)
+        except (ClientError, DecryptionError) as exc:
+            outcome.problems[path] = str(exc)
+
+    # ---- local effects --------------------------------------------------------------------
+
+    def _conflict_copy(self, op: p.ConflictCopy, local: LocalTree) -> None:
+        source = self._disk(op.path, local)
+        self._check_inside(source)
+        if not _matches(source, op.expect):
+            raise PreconditionFailed(op.path)
+        moment = time.localtime(self.clock())
+        for attempt in range(1, 1000):
+            target = source.with_name(conflict_name(source.name, self.device_name, moment, attempt))
+            if not os.path.lexists(target):
+                os.rename(source, target)
+                self._forget_inode(op.path)
+                return
+        raise OSError(errno.EEXIST, "no free name for a conflicted copy", str(source))
+
+    def _forget_inode(self, path: str) -> None:
+        """A conflicted copy keeps its inode: unlink it from the synced entry, so the copy is a
+        new file, not a move of the synced one."""
+        base = self.state.synced_tree().get(path)
+        if base is not None:
+            self.state.record_synced([(path, replace(base, inode=0))])
+
+    def _move_local(self, op: p.MoveLocal, local: LocalTree, remote: RemoteTree) -> None:
+        source, target = self._disk(op.path, local), self.root / op.to
+        self._check_inside(source)
+        self._check_inside(target)
+        if not _matches(source, op.expect) or os.path.lexists(target):
+            raise PreconditionFailed(op.path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(source, target)
+        self.state.move_synced(op.path, op.to, remote[op.to].rev)
+
+    def _create_local_folder(self, op: p.CreateLocalFolder) -> None:
+        target = self.root / op.path
+        self._check_inside(target)
+        target.mkdir(parents=True, exist_ok=True)
+        if target.is_symlink() or not target.is_dir():
+            raise PreconditionFailed(op.path)
+        st = os.stat(target)
+        self.state.record_synced([(op.path, SyncedEntry(op.remote.node_id, "folder", op.remote.rev,
+                                                        None, st.st_ino, 0, 0))])
+
+    def _downloads(self, ops: list[p.Download], local: LocalTree, outcome: Outcome) -> None:
+        if not ops:
+            return
+        self.temp_dir.mkdir(parents=True, exist_ok=True)
+        with ThreadPoolExecutor(max_workers=4, thread_name_prefix="tandem-download") as pool:
+            done = pool.map(lambda op: self._download_checked(op, local), ops)
+            for op, error in zip(ops, done, strict=True):
+                if error is None:
+                    outcome.done += 1
+                    outcome.bytes_downloaded += op.remote.size
+                elif error:
+                    outcome.problems[op.path] = error
+
+    def _download_checked(self, op: p.Download, local: LocalTree) -> str | None:
+        """None when done; '' when skipped; else the problem."""
+        try:
+            self._download(op, local)
+            return None
+        except PreconditionFailed:
+            return ""
+        except OSError as exc:
+            return describe(exc)
+        except (ClientError, DecryptionError) as exc:
+            return str(exc)
+
+    def _download(self, op: p.Download, local: LocalTree) -> None:
+        target = self._disk(op.path, local) if op.expect else self.root / op.path
+        self._check_inside(target)
+        if not _matches(target, op.expect):
+            raise PreconditionFailed(op.path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp_name = tempfile.mkstemp(dir=self.temp_dir, prefix="download-")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                for piece in self.transfers.iter_content(list(op.remote.manifest)):
+                    handle.write(piece)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.utime(temp_name, ns=(op.remote.mtime_ns, op.remote.mtime_ns))
+            # Re-checked right before the rename: a local edit since the plan is never lost.
+            if not _matches(target, op.expect):
+                raise PreconditionFailed(op.path)
+            os.replace(temp_name, target)
+        except BaseException:
+            Path(temp_name).unlink(missing_ok=True)
+            raise
+        st = os.stat(target)
+        self.state.record_synced([(op.path, SyncedEntry(
+            op.remote.node_id, "file", op.remote.rev, op.remote.content, st.st_ino, st.st_size,
+            st.st_mtime_ns))])
+
+    def _delete_local(self, op: p.DeleteLocal, local: LocalTree) -> None:
+        target = self._disk(op.path, local)
+        self._check_inside(target)
+        if not _matches(target, op.expect):
+            raise PreconditionFailed(op.path)
+        if op.expect.kind == "folder":
+            try:
+                os.rmdir(target)
+            except OSError as exc:
+                if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise PreconditionFailed(op.path) from None  # something new inside: kept
+                raise
+            self.state.forget_synced_subtree(op.path)
+        else:
+            os.unlink(target)
+            self.state.forget_synced([op.path])
+
+    def _record_synced(self, op: p.RecordSynced) -> None:
+        entry = SyncedEntry(op.remote.node_id, op.remote.kind, op.remote.rev, op.remote.content,
+                            op.local.inode, op.local.size, op.local.mtime_ns)
+        self.state.record_synced([(op.path, entry)])
+
+    # ---- remote effects -------------------------------------------------------------------
+
+    def _remote(self, ops: list[p.Op], local: LocalTree, remote: RemoteTree,
+                outcome: Outcome) -> None:
+        batch = RemoteBatch(self, local, remote, outcome)
+        uploads = [op for op in ops if isinstance(op, p.Upload)]
+        results = self.transfers.upload([self._disk(op.path, local) for op in uploads]) if uploads else []
+        uploaded: dict[str, UploadResult] = {}
+        for op, result in zip(uploads, results, strict=True):
+            if isinstance(result, Exception):
+                outcome.problems[op.path] = describe(result) if isinstance(result, OSError) else str(result)
+            else:
+                uploaded[op.path] = result
+        for op in sorted(ops, key=lambda op: (not isinstance(op, p.CreateRemoteFolder),
+                                             op.path.count("/"), op.path)):
+            batch.add(op, uploaded.get(op.path))
+        batch.commit()
+
+
+def describe(exc: BaseException) -> str:
+    """One line for a user about a failed local operation."""
+    if isinstance(exc, OSError):
+        if exc.errno == errno.ENOSPC:
+            return "no space left on the disk: will retry"
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            return "permission denied"
+        return exc.strerror or str(exc)
+    return str(exc)
