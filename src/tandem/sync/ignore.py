@@ -8,6 +8,7 @@ is ignored before any rule is consulted and cannot be re-included.
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
 from collections.abc import Iterable
@@ -53,6 +54,8 @@ class IgnoreRules:
         # Defaults first, then the user's lines in order; a match's index finds its reason.
         self._spec = GitIgnoreSpec([pattern for spec, _ in compiled for pattern in spec.patterns])
         self._reasons = [reason for spec, reason in compiled for _ in spec.patterns]
+        # Siblings share their ancestors: a walk asks about the same few folders again and again.
+        self._folder_rule = functools.lru_cache(maxsize=4096)(self._rule_for)
 
     @classmethod
     def load(cls, root: Path) -> IgnoreRules:
@@ -92,7 +95,7 @@ class IgnoreRules:
             ancestors.append(folder)
             folder = parent_of(folder)
         for folder in reversed(ancestors):
-            rule = self._rule_for(folder + "/")
+            rule = self._folder_rule(folder + "/")
             if rule is not None:
                 return rule
         return self._rule_for(path + "/" if is_dir else path)
