@@ -8,6 +8,7 @@ from tandem import __version__
 from tandem.cli.account import devices, login, logout, signup
 from tandem.cli.history import restore, trash, versions
 from tandem.cli.serve import serve
+from tandem.cli.status import status
 from tandem.cli.sync import sync
 from tandem.client.memory import pin_mmap_threshold
 
@@ -18,7 +19,7 @@ def cli() -> None:
     """Tandem: an end-to-end encrypted cloud drive with two-way sync."""
 
 
-for command in (serve, signup, login, logout, devices, sync, versions, restore, trash):
+for command in (serve, signup, login, logout, devices, sync, status, versions, restore, trash):
     cli.add_command(command)
 
 

@@ -104,6 +104,15 @@ class Engine:
         makes progress). `subtrees` limits the first scan (daemon hints); later rounds rescan
         what the previous round touched."""
         self.prepare()
+        try:
+            report = self._rounds(subtrees)
+        except ClientError as exc:
+            self.state.put("connection", _connection_state(exc))
+            raise
+        self.state.put("connection", "connected")
+        return report
+
+    def _rounds(self, subtrees: Sequence[str] | None) -> PassReport:
         report = PassReport()
         scan_only = subtrees
         for _ in range(MAX_ROUNDS):
@@ -178,11 +187,9 @@ class Engine:
                 try:
                     self.sync_once(pending)
                     pending, failures = [], 0
-                    self.state.put("connection", "connected")
                 except (ClientError, MassDeletePaused) as exc:
                     failures += 1
                     retry_at = time.monotonic() + min(30.0, 0.5 * 2**failures)
-                    self.state.put("connection", _connection_state(exc))
                     say(str(exc))
                     pending = None  # after trouble, look at everything again
         finally:
@@ -223,9 +230,9 @@ def _touched(plan: planner.Plan) -> list[str]:
     return sorted(p for p in paths if not any(q != p and is_within(p, q) for q in paths))
 
 
-def _connection_state(exc: BaseException) -> str:
+def _connection_state(exc: ClientError) -> str:
     if isinstance(exc, ApiError) and exc.status == 401:
         return "this device's token was revoked: run `tandem logout`, then `tandem login`"
-    if isinstance(exc, MassDeletePaused):
-        return "connected"
+    if isinstance(exc, ApiError):
+        return f"connected, but the server refused: {exc}"
     return f"offline: {exc}"
