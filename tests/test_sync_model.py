@@ -22,7 +22,6 @@ from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
     initialize,
-    precondition,
     rule,
     run_state_machine_as_test,
 )
@@ -126,7 +125,8 @@ class SyncModel(RuleBasedStateMachine):
         if not any(p.is_file() for p in [target, *target.parents]):
             target.mkdir(parents=True, exist_ok=True)
 
-    @rule(device=st.integers(0, 2), folder=st.sampled_from(FOLDERS), name=st.sampled_from(NAMES + ["x", "z"]))
+    @rule(device=st.integers(0, 2), folder=st.sampled_from(FOLDERS),
+          name=st.sampled_from([*NAMES, "x", "z"]))
     def delete(self, device: int, folder: str, name: str) -> None:
         target = self.devices[device].folder / folder / name
         self._supersede(target)
@@ -135,8 +135,8 @@ class SyncModel(RuleBasedStateMachine):
         elif target.is_file():
             target.unlink()
 
-    @rule(device=st.integers(0, 2), source=st.sampled_from(NAMES + ["x", "z", "x/y"]),
-          folder=st.sampled_from(FOLDERS), name=st.sampled_from(NAMES + ["x", "z"]))
+    @rule(device=st.integers(0, 2), source=st.sampled_from([*NAMES, "x", "z", "x/y"]),
+          folder=st.sampled_from(FOLDERS), name=st.sampled_from([*NAMES, "x", "z"]))
     def move(self, device: int, source: str, folder: str, name: str) -> None:
         root = self.devices[device].folder
         origin, target = root / source, root / folder / name
@@ -150,7 +150,6 @@ class SyncModel(RuleBasedStateMachine):
     def sync(self, device: int) -> None:
         self.devices[device].sync()
 
-    @precondition(lambda self: True)
     @rule()
     def sync_all(self) -> None:
         for device in self.devices:
