@@ -60,8 +60,10 @@ def choose_folder(state: StateDB, folder: Path | None) -> Path:
     return chosen
 
 
-def _summary(report: PassReport) -> str:
-    parts = [f"{report.done} change{'s' if report.done != 1 else ''} applied"]
+def _summary(report: PassReport, engine: Engine) -> str:
+    stats = engine.transfers.stats
+    parts = [f"{report.done} change{'s' if report.done != 1 else ''} applied",
+             f"{stats.bytes_sent} bytes sent", f"{stats.bytes_received} bytes received"]
     if report.conflicts:
         parts.append(f"{len(report.conflicts)} conflict(s) kept as conflicted copies")
     if report.problems:
@@ -108,7 +110,7 @@ def sync(folder: Path | None, once: bool, allow_mass_delete: bool) -> None:
 
 def _run_once(engine: Engine) -> None:
     report = engine.sync_once()
-    click.echo(_summary(report))
+    click.echo(_summary(report, engine))
     for path, problem in sorted(report.problems.items()):
         click.echo(f"  {path}: {problem}", err=True)
     if report.problems:
