@@ -177,9 +177,10 @@ class RemoteBatch:
             for item in group:
                 self.outcome.problems[item.path] = str(exc)
             return
-        for item, result in zip(group, answer["results"], strict=True):
-            item.effect(int(result["rev"]))
-            self.outcome.done += 1
+        with self.state.transaction():
+            for item, result in zip(group, answer["results"], strict=True):
+                item.effect(int(result["rev"]))
+                self.outcome.done += 1
 
 
 def _explain(exc: ClientError) -> str:

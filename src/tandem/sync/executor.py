@@ -24,12 +24,17 @@ from tandem.client.transfer import Transfers, UploadResult
 from tandem.core.crypto import DecryptionError
 from tandem.sync import planner as p
 from tandem.sync.commit import RemoteBatch
+from tandem.sync.durable import sync_filesystem
 from tandem.sync.model import LocalEntry, LocalTree, RemoteTree, SyncedEntry
 from tandem.sync.names import conflict_name
 from tandem.sync.remote import RemoteMirror
 from tandem.sync.state import StateDB
 
 STATE_FOLDER = ".tandem"
+#: Files up to this size are downloaded in batches (few requests, two flushes per batch).
+SMALL_FILE = 256 * 1024
+SMALL_BATCH = 500
+SMALL_BATCH_BYTES = 8 * 1024 * 1024
 
 
 @dataclass
@@ -66,6 +71,7 @@ class Executor:
         self.device_name = device_name
         self.clock = clock
         self.temp_dir = root / STATE_FOLDER / "tmp"
+        self._real_folders: set[Path] = set()
 
     # ---- paths ----------------------------------------------------------------------------
 
@@ -80,17 +86,23 @@ class Executor:
 
     def _check_inside(self, target: Path) -> None:
         """Never act through a symlink: every folder between the root and `target` must be a
-        real folder (nothing is read, written or deleted outside the sync folder)."""
+        real folder (nothing is read, written or deleted outside the sync folder). Folders
+        checked once in a run are remembered for that run."""
         current = self.root
         for part in target.relative_to(self.root).parts[:-1]:
             current = current / part
+            if current in self._real_folders:
+                continue
             if current.is_symlink():
                 raise PreconditionFailed(f"{current} is a symbolic link")
+            if current.is_dir():
+                self._real_folders.add(current)
 
     # ---- the whole plan -------------------------------------------------------------------
 
     def run(self, plan: p.Plan, local: LocalTree, remote: RemoteTree) -> Outcome:
         outcome = Outcome()
+        self._real_folders.clear()
         ops = plan.ops
         kinds: dict[type, list[Any]] = {}
         for op in ops:
@@ -103,13 +115,16 @@ class Executor:
             for op in items:
                 self._attempt(outcome, op.path, lambda op=op: action(op))
 
-        each(p.ConflictCopy, lambda op: self._conflict_copy(op, local))
+        with self.state.transaction():
+            each(p.ConflictCopy, lambda op: self._conflict_copy(op, local))
         each(p.MoveLocal, lambda op: self._move_local(op, local, remote), order=1)
-        each(p.CreateLocalFolder, lambda op: self._create_local_folder(op), order=1)
+        with self.state.transaction():
+            each(p.CreateLocalFolder, lambda op: self._create_local_folder(op), order=1)
         self._downloads(kinds.get(p.Download, []), local, outcome)
-        each(p.DeleteLocal, lambda op: self._delete_local(op, local), order=-1)
-        each(p.RecordSynced, self._record_synced)
-        each(p.ForgetSynced, lambda op: self.state.forget_synced([op.path]))
+        with self.state.transaction():
+            each(p.DeleteLocal, lambda op: self._delete_local(op, local), order=-1)
+            each(p.RecordSynced, self._record_synced)
+            each(p.ForgetSynced, lambda op: self.state.forget_synced([op.path]))
         remote_ops = [op for op in ops if isinstance(
             op, p.Upload | p.CreateRemoteFolder | p.DeleteRemote | p.MoveRemote)]
         if remote_ops:
@@ -149,7 +164,7 @@ class Executor:
     def _forget_inode(self, path: str) -> None:
         """A conflicted copy keeps its inode: unlink it from the synced entry, so the copy is a
         new file, not a move of the synced one."""
-        base = self.state.synced_tree().get(path)
+        base = self.state.synced_entry(path)
         if base is not None:
             self.state.record_synced([(path, replace(base, inode=0))])
 
@@ -177,14 +192,74 @@ class Executor:
         if not ops:
             return
         self.temp_dir.mkdir(parents=True, exist_ok=True)
+        small = [op for op in ops if op.remote.size <= SMALL_FILE]
+        large = [op for op in ops if op.remote.size > SMALL_FILE]
         with ThreadPoolExecutor(max_workers=4, thread_name_prefix="tandem-download") as pool:
-            done = pool.map(lambda op: self._download_checked(op, local), ops)
-            for op, error in zip(ops, done, strict=True):
+            batches = _batches(small)
+            fetched = pool.map(lambda batch: self._fetch_to_temp_files(batch, local), batches)
+            for batch, written in zip(batches, fetched, strict=True):
+                self._place_small_files(batch, written, local, outcome)
+            done = pool.map(lambda op: self._download_checked(op, local), large)
+            for op, error in zip(large, done, strict=True):
                 if error is None:
                     outcome.done += 1
                     outcome.bytes_downloaded += op.remote.size
                 elif error:
                     outcome.problems[op.path] = error
+
+    def _fetch_to_temp_files(self, batch: list[p.Download],
+                             local: LocalTree) -> list[str | BaseException]:
+        """Fetch a batch of small files in few requests; write each to a temp file (not yet
+        flushed). Returns the temp file, or the failure, per file."""
+        manifest = [entry for op in batch for entry in op.remote.manifest]
+        try:
+            contents = iter(list(self.transfers.iter_content(manifest)))
+        except (ClientError, DecryptionError, OSError) as exc:
+            return [exc for _ in batch]
+        written: list[str | BaseException] = []
+        for op in batch:
+            data = b"".join(next(contents) for _ in op.remote.manifest)
+            try:
+                fd, temp_name = tempfile.mkstemp(dir=self.temp_dir, prefix="download-")
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(data)
+                os.utime(temp_name, ns=(op.remote.mtime_ns, op.remote.mtime_ns))
+                written.append(temp_name)
+            except OSError as exc:
+                written.append(exc)
+        return written
+
+    def _place_small_files(self, batch: list[p.Download], written: list[str | BaseException],
+                           local: LocalTree, outcome: Outcome) -> None:
+        sync_filesystem(self.temp_dir)
+        placed: list[tuple[str, SyncedEntry]] = []
+        for op, temp in zip(batch, written, strict=True):
+            if isinstance(temp, BaseException):
+                outcome.problems[op.path] = describe(temp) if isinstance(temp, OSError) else str(temp)
+                continue
+            try:
+                target = self._disk(op.path, local) if op.expect else self.root / op.path
+                self._check_inside(target)
+                if not _matches(target, op.expect):
+                    raise PreconditionFailed(op.path)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(temp, target)
+                st = os.stat(target)
+            except PreconditionFailed:
+                Path(temp).unlink(missing_ok=True)
+                continue
+            except OSError as exc:
+                Path(temp).unlink(missing_ok=True)
+                outcome.problems[op.path] = describe(exc)
+                continue
+            placed.append((op.path, SyncedEntry(op.remote.node_id, "file", op.remote.rev,
+                                                op.remote.content, st.st_ino, st.st_size,
+                                                st.st_mtime_ns)))
+            outcome.bytes_downloaded += op.remote.size
+        if placed:
+            sync_filesystem(self.root)
+            self.state.record_synced(placed)
+            outcome.done += len(placed)
 
     def _download_checked(self, op: p.Download, local: LocalTree) -> str | None:
         """None when done; '' when skipped; else the problem."""
@@ -263,6 +338,19 @@ class Executor:
                                              op.path.count("/"), op.path)):
             batch.add(op, uploaded.get(op.path))
         batch.commit()
+
+
+def _batches(ops: list[p.Download]) -> list[list[p.Download]]:
+    """Small downloads grouped: at most SMALL_BATCH files and SMALL_BATCH_BYTES per group."""
+    groups: list[list[p.Download]] = [[]]
+    size = 0
+    for op in ops:
+        if groups[-1] and (len(groups[-1]) >= SMALL_BATCH or size + op.remote.size > SMALL_BATCH_BYTES):
+            groups.append([])
+            size = 0
+        groups[-1].append(op)
+        size += op.remote.size
+    return [group for group in groups if group]
 
 
 def describe(exc: BaseException) -> str:

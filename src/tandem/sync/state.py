@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tandem.sync.model import LocalEntry, LocalTree, SyncedEntry, SyncedTree, is_within
+from tandem.sync.model import LocalEntry, LocalTree, SyncedEntry, SyncedTree
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -67,7 +67,12 @@ class StateDB:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One durable commit; nested uses join the outer one (so the effects of a whole
+        batch of operations cost one fsync, not one each)."""
         with self._lock:
+            if self._db.in_transaction:
+                yield self._db
+                return
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
@@ -144,6 +149,12 @@ class StateDB:
                                     " mtime_ns FROM synced").fetchall()
         return {r[0]: SyncedEntry(*r[1:]) for r in rows}
 
+    def synced_entry(self, path: str) -> SyncedEntry | None:
+        with self._lock:
+            row = self._db.execute("SELECT node_id, kind, rev, content, inode, size, mtime_ns"
+                                   " FROM synced WHERE path = ?", (path,)).fetchone()
+        return SyncedEntry(*row) if row else None
+
     def record_synced(self, items: Iterable[tuple[str, SyncedEntry]]) -> None:
         with self.transaction() as db:
             db.executemany("INSERT OR REPLACE INTO synced VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -165,9 +176,11 @@ class StateDB:
 
     def move_synced(self, old: str, new: str, rev: int | None = None) -> None:
         """Re-key a synced entry and everything under it after a move (either side)."""
-        tree = self.synced_tree()
-        moved = {p: e for p, e in tree.items() if is_within(p, old)}
         with self.transaction() as db:
+            rows = db.execute("SELECT path, node_id, kind, rev, content, inode, size, mtime_ns"
+                              " FROM synced WHERE path = ? OR substr(path, 1, ?) = ?",
+                              (old, len(old) + 1, old + "/")).fetchall()
+            moved = {r[0]: SyncedEntry(*r[1:]) for r in rows}
             db.executemany("DELETE FROM synced WHERE path = ?", [(p,) for p in moved])
             rows = []
             for p, e in moved.items():

@@ -52,6 +52,8 @@ class BatchApplier:
         self.retention = retention
         self.op_index: int | None = None
         self.created: set[str] = set()
+        #: Folders known live in this transaction; a move or delete forgets them all.
+        self.live_folders: set[str] = set()
 
     # ---- helpers -------------------------------------------------------------------------
 
@@ -82,6 +84,8 @@ class BatchApplier:
         return node
 
     def _folder(self, parent_id: str) -> None:
+        if parent_id in self.live_folders:
+            return
         parent = self._get(parent_id)
         if parent is None or parent.state != "live":
             raise self._fail(404, "parent_not_found", "parent folder not found",
@@ -89,6 +93,7 @@ class BatchApplier:
         if parent.kind != "folder":
             raise self._fail(409, "parent_not_folder", "parent is a file, not a folder",
                              node_id=parent_id)
+        self.live_folders.add(parent_id)
 
     def _name_free(self, parent_id: str, name: bytes, node_id: str) -> None:
         row = self.tx.one(
@@ -142,10 +147,11 @@ class BatchApplier:
              self.now, self.device_id or None),
         )
         # Keep at most `version_count` versions; older-than-`version_days` ones go in GC.
-        self.tx.run(
-            "DELETE FROM versions WHERE account_id = ? AND node_id = ? AND number <= ?",
-            (self.account_id, node_id, number - self.retention.version_count),
-        )
+        if number > self.retention.version_count:
+            self.tx.run(
+                "DELETE FROM versions WHERE account_id = ? AND node_id = ? AND number <= ?",
+                (self.account_id, node_id, number - self.retention.version_count),
+            )
 
     # ---- operations ----------------------------------------------------------------------
 
@@ -213,6 +219,7 @@ class BatchApplier:
         return rev
 
     def _op_move(self, op: dict[str, Any]) -> int:
+        self.live_folders.clear()
         node = self._live(op["id"], op["if_rev"])
         parent_id, name = op["parent_id"], op["name"]
         if node.id == ROOT_ID:
@@ -256,6 +263,7 @@ class BatchApplier:
         return [r[0] for r in rows]
 
     def _op_delete(self, op: dict[str, Any]) -> int:
+        self.live_folders.clear()
         node = self._live(op["id"], op["if_rev"])
         if node.id == ROOT_ID:
             raise self._fail(400, "root", "the root folder cannot be deleted")
