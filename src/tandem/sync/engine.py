@@ -92,7 +92,8 @@ class Engine:
             # folder. Without a merge base nothing is deleted anywhere; contents are merged.
             self.state.forget_synced_subtree("")
             self.state.save_local(self.state.local_tree(), {})
-        self.state.put("root_identity", identity)
+        if known != identity:
+            self.state.put("root_identity", identity)
         temp = self.root / STATE_FOLDER / "tmp"
         if temp.is_dir() and not temp.is_symlink():
             shutil.rmtree(temp, ignore_errors=True)
@@ -109,7 +110,8 @@ class Engine:
         except ClientError as exc:
             self.state.put("connection", _connection_state(exc))
             raise
-        self.state.put("connection", "connected")
+        if self.state.get("connection") != "connected":
+            self.state.put("connection", "connected")
         return report
 
     def _rounds(self, subtrees: Sequence[str] | None) -> PassReport:
@@ -141,7 +143,8 @@ class Engine:
                 break
             scan_only = None if subtrees is None else _touched(plan)
         self.state.set_problems(report.problems, int(time.time()))
-        self.state.put("mass_delete", "")
+        if self.state.get("mass_delete"):
+            self.state.put("mass_delete", "")
         return report
 
     def _check_mass_delete(self, plan: planner.Plan, synced: dict[str, object]) -> None:

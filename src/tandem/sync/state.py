@@ -193,6 +193,8 @@ class StateDB:
 
     def set_problems(self, problems: dict[str, str], now: int) -> None:
         """Replace the recorded per-path problems with this pass's."""
+        if not problems and not self.problems():
+            return
         with self.transaction() as db:
             old = dict(db.execute("SELECT path, since FROM problems").fetchall())
             db.execute("DELETE FROM problems")
