@@ -124,13 +124,13 @@ def _ancestors(path: str) -> set[str]:
 class _OverflowLog(logging.Handler):
     """watchdog reports an inotify queue overflow only as a log record: turn it into a hint."""
 
-    def __init__(self, on_overflow: _Handler) -> None:
+    def __init__(self, handler: _Handler) -> None:
         super().__init__(logging.WARNING)
-        self.on_overflow = on_overflow
+        self.handler = handler
 
     def emit(self, record: logging.LogRecord) -> None:
         if "overflow" in record.getMessage().lower():
-            self.on_overflow.overflow()
+            self.handler.overflow()
 
 
 class _Handler(FileSystemEventHandler):
