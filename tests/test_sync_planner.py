@@ -187,9 +187,9 @@ def test_moves_are_planned_alone() -> None:
     assert [type(op) for op in result.ops] == [MoveRemote]
 
 
-def test_mass_delete_counts_files_on_both_sides() -> None:
+def test_mass_delete_counts_the_files_a_plan_deletes_in_the_cloud() -> None:
     synced = {f"d/f{i}": sf(f"n{i}", 1, "x", inode=i + 10) for i in range(3)} | {"d": sd("nd")}
     remote = {f"d/f{i}": rf(f"n{i}", 1, "x") for i in range(3)} | {"d": rd("nd")}
-    assert planner.plan(synced, {}, remote).deletions == 3
+    assert planner.plan(synced, {}, remote).cloud_deletions == 3  # one folder op, three files
     local = {f"d/f{i}": lf("x", inode=i + 10) for i in range(3)} | {"d": ld()}
-    assert planner.plan(synced, local, {}).deletions == 3
+    assert planner.plan(synced, local, {}).cloud_deletions == 0

@@ -16,6 +16,7 @@ from tandem.cli.common import friendly_errors, home
 from tandem.client.account import Session
 from tandem.client.home import Home
 from tandem.sync.engine import Engine, MassDeletePaused, PassReport
+from tandem.sync.ignore import IgnoreFileError
 from tandem.sync.planner import Plan
 from tandem.sync.scanner import RootUnavailable
 from tandem.sync.state import StateDB
@@ -99,7 +100,7 @@ def sync(folder: Path | None, once: bool, allow_mass_delete: bool) -> None:
             _run_forever(engine, root)
     except RootUnavailable as exc:
         raise click.ClickException(str(exc)) from None
-    except MassDeletePaused as exc:
+    except (MassDeletePaused, IgnoreFileError) as exc:
         raise click.ClickException(str(exc)) from None
     finally:
         engine.close()

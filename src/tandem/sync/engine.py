@@ -16,17 +16,19 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from tandem.client.account import Session
 from tandem.client.api import ApiError, ClientError
 from tandem.client.transfer import Transfers
 from tandem.sync import planner
 from tandem.sync.executor import STATE_FOLDER, Executor
-from tandem.sync.ignore import IgnoreRules
-from tandem.sync.model import is_within
+from tandem.sync.ignore import IGNORE_FILE, IgnoreFileError, IgnoreRules
+from tandem.sync.model import RemoteEntry, SyncedEntry, is_within
 from tandem.sync.remote import RemoteMirror
 from tandem.sync.scanner import RootUnavailable, make_hasher, scan
 from tandem.sync.state import StateDB
+from tandem.sync.watcher import Watcher
 
 MAX_ROUNDS = 50
 #: A plan deleting more than this share of the synced files, and more than MASS_DELETE_MIN,
@@ -122,10 +124,12 @@ class Engine:
             self.mirror.refresh()
             remote, remote_problems = self.mirror.tree()
             previous = self.state.local_tree()
-            scanned = scan(self.root, previous, self.hasher, IgnoreRules.load(self.root), scan_only)
+            rules = IgnoreRules.load(self.root)
+            scanned = scan(self.root, previous, self.hasher, rules, scan_only)
             self.state.save_local(previous, scanned.tree)
             synced = self.state.synced_tree()
-            plan = planner.plan(synced, scanned.tree, remote)
+            # What this device ignores is neither sent, fetched nor deleted, on either side.
+            plan = planner.plan(_unignored(synced, rules), scanned.tree, _unignored(remote, rules))
             problems = {**remote_problems, **scanned.problems}
             if not plan.ops:
                 report.problems = problems
@@ -151,7 +155,7 @@ class Engine:
         if self.allow_mass_delete:
             return
         total = sum(1 for e in synced.values() if getattr(e, "kind", "") == "file")
-        deletions = plan.deletions
+        deletions = plan.cloud_deletions
         if deletions > MASS_DELETE_MIN and deletions > total * MASS_DELETE_SHARE:
             paused = MassDeletePaused(deletions, total)
             self.state.put("mass_delete", json.dumps({"deletions": deletions, "total": total}))
@@ -162,8 +166,6 @@ class Engine:
     def run_forever(self, stop: threading.Event,
                     on_status: Callable[[str], None] | None = None) -> None:
         """Sync as changes happen until `stop` is set."""
-        from tandem.sync.watcher import Watcher
-
         say = on_status or (lambda _message: None)
         remote_changed = threading.Event()
         poller = threading.Thread(target=self._poll, args=(stop, remote_changed), daemon=True,
@@ -177,6 +179,10 @@ class Engine:
         try:
             while not stop.is_set():
                 due = watcher.wait(0.05)
+                if due is not None and IGNORE_FILE in due:
+                    watcher.stop()  # new rules: watch with them, and look at everything again
+                    watcher = Watcher(self.root, IgnoreRules.load(self.root))
+                    due = [""]
                 if due is not None:
                     pending = None if pending is None or "" in due else sorted(set(pending) | set(due))
                 if time.monotonic() >= next_full:
@@ -190,7 +196,7 @@ class Engine:
                 try:
                     self.sync_once(pending)
                     pending, failures = [], 0
-                except (ClientError, MassDeletePaused) as exc:
+                except (ClientError, MassDeletePaused, IgnoreFileError) as exc:
                     failures += 1
                     retry_at = time.monotonic() + min(30.0, 0.5 * 2**failures)
                     say(str(exc))
@@ -198,7 +204,7 @@ class Engine:
         finally:
             watcher.stop()
             stop.set()
-            poller.join(timeout=LONG_POLL_SECONDS + 5)
+            poller.join(timeout=1)  # a daemon thread: a long-poll in flight is not waited out
 
     def _poll(self, stop: threading.Event, changed: threading.Event) -> None:
         """Long-poll the journal; wake the loop as soon as another device commits."""
@@ -217,6 +223,24 @@ class Engine:
                 deadline = time.monotonic() + 5
                 while self.state.cursor == cursor and not stop.is_set() and time.monotonic() < deadline:
                     stop.wait(0.02)
+
+
+T = TypeVar("T", SyncedEntry, RemoteEntry)
+
+
+def _unignored(tree: dict[str, T], rules: IgnoreRules) -> dict[str, T]:
+    ignored_folders: list[str] = []
+    kept: dict[str, T] = {}
+    for path in sorted(tree, key=lambda p: (p.count("/"), p)):
+        if any(is_within(path, folder) for folder in ignored_folders):
+            continue
+        entry = tree[path]
+        if rules.match(path, entry.kind == "folder") is not None:
+            if entry.kind == "folder":
+                ignored_folders.append(path)
+            continue
+        kept[path] = entry
+    return kept
 
 
 def _touched(plan: planner.Plan) -> list[str]:

@@ -113,12 +113,10 @@ class Plan:
     ops: list[Op] = field(default_factory=list)
 
     @property
-    def deletions(self) -> int:
-        """Files this plan would delete, on either side (for the mass-delete guard)."""
-        return sum(op.files if isinstance(op, DeleteRemote) else 1
-                   for op in self.ops
-                   if isinstance(op, DeleteRemote)
-                   or (isinstance(op, DeleteLocal) and op.expect.kind == "file"))
+    def cloud_deletions(self) -> int:
+        """Files this plan would delete in the cloud (for the mass-delete guard: deletions
+        coming from the cloud were approved where they were made)."""
+        return sum(op.files for op in self.ops if isinstance(op, DeleteRemote))
 
     @property
     def conflicts(self) -> list[str]:
