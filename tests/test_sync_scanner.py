@@ -20,9 +20,11 @@ import pytest
 
 from tandem.core.chunking import MIN_CHUNK, chunk_bytes
 from tandem.core.crypto import AccountKeys
+from tandem.sync import scanner
 from tandem.sync.ignore import IgnoreRules
 from tandem.sync.model import EMPTY_CONTENT, LocalEntry, LocalTree, content_id
 from tandem.sync.scanner import (
+    FINE_RACY_WINDOW_NS,
     RACY_WINDOW_NS,
     FileChangedWhileReading,
     RootUnavailable,
@@ -228,8 +230,8 @@ def test_a_changed_stat_is_read_again(
     [
         (-SECOND, True),
         (0, True),
-        (RACY_WINDOW_NS, True),
-        (RACY_WINDOW_NS + 1, False),
+        (FINE_RACY_WINDOW_NS, True),
+        (FINE_RACY_WINDOW_NS + 1, False),
         (60 * SECOND, False),
     ],
 )
@@ -253,6 +255,20 @@ def test_a_racily_clean_file_is_read_again(
     result = run(root, {"a.txt": recorded}, hasher, subtrees=["a.txt"])
     assert hasher.calls == (["a.txt"] if read_again else [])
     assert result.tree["a.txt"].content == (expected_content(b"alpha") if read_again else "stale")
+
+
+@pytest.mark.parametrize(
+    ("mtime_ns", "ctime_ns", "window"),
+    [
+        (5 * SECOND, 7 * SECOND, RACY_WINDOW_NS),  # whole-second timestamps: a coarse filesystem
+        (5 * SECOND + 1, 7 * SECOND, FINE_RACY_WINDOW_NS),
+        (5 * SECOND, 7 * SECOND + 123, FINE_RACY_WINDOW_NS),
+    ],
+)
+def test_the_racy_window_follows_the_timestamp_granularity(
+    mtime_ns: int, ctime_ns: int, window: int
+) -> None:
+    assert scanner._racy_window(LocalEntry("file", mtime_ns=mtime_ns, ctime_ns=ctime_ns)) == window
 
 
 def test_a_file_hashed_right_after_its_write_is_read_again_next_time(root: Path) -> None:

@@ -25,7 +25,11 @@ from tandem.sync.model import LocalEntry, LocalTree, content_id, join, name_of, 
 #: A file whose mtime or ctime is this close to (or after) the moment its hash was taken may
 #: have been written again within the same timestamp tick, unseen by stat: hash it again
 #: (git's "racily clean" rule; Unison missed a same-size edit within one second this way).
+#: The tick is the filesystem's timestamp granularity: whole seconds (FAT, HFS+, some network
+#: filesystems) get the wide window; nanosecond timestamps (a kernel clock tick of a few ms)
+#: the narrow one, so files just synced are not all hashed again by the next scan.
 RACY_WINDOW_NS = 2_000_000_000
+FINE_RACY_WINDOW_NS = 100_000_000
 
 Hasher = Callable[[Path], str]
 ListDir = Callable[[str], AbstractContextManager[Iterator[os.DirEntry[str]]]]
@@ -113,8 +117,13 @@ def _reusable(old: LocalEntry, info: os.stat_result) -> bool:
         old.kind == "file"
         and old.content is not None
         and (old.inode, old.size, old.mtime_ns, old.ctime_ns) == _signature(info)
-        and max(old.mtime_ns, old.ctime_ns) < old.hashed_at_ns - RACY_WINDOW_NS
+        and max(old.mtime_ns, old.ctime_ns) < old.hashed_at_ns - _racy_window(old)
     )
+
+
+def _racy_window(entry: LocalEntry) -> int:
+    coarse = entry.mtime_ns % 1_000_000_000 == 0 and entry.ctime_ns % 1_000_000_000 == 0
+    return RACY_WINDOW_NS if coarse else FINE_RACY_WINDOW_NS
 
 
 def _special_kind(mode: int) -> str:
