@@ -232,6 +232,10 @@ def markdown(doc: dict) -> str:  # type: ignore[type-arg]
     lines.append(
         f"- command: `{meta['command']}`; {meta['cpus']} CPUs; total time {meta['duration_s']:.0f} s"
     )
+    lines.append(
+        f"- latency: {meta['latency_samples']} samples per run, 0.5 s apart, after one warm-up sample "
+        f"(Syncthing's default 10 s watcher delay: {meta['slow_latency_samples']} per run)"
+    )
     loads = [x for s in doc.get("sessions", []) for x in (s["load_start"], s["load_end"])]
     if loads:
         lines.append(
