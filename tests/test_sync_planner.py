@@ -21,6 +21,7 @@ from tandem.sync.planner import (
     MoveLocal,
     MoveRemote,
     RecordSynced,
+    SetLocalTime,
     Upload,
 )
 
@@ -39,7 +40,7 @@ def ld(inode: int = 50) -> LocalEntry:
 
 
 def rf(node: str, rev: int, text: str) -> RemoteEntry:
-    return RemoteEntry(node, "file", rev, size=len(text), manifest=manifest(text))
+    return RemoteEntry(node, "file", rev, size=len(text), mtime_ns=10, manifest=manifest(text))
 
 
 def rd(node: str, rev: int = 1) -> RemoteEntry:
@@ -134,8 +135,15 @@ CASES = {
     "remote empty folder": Case(remote={"d": rd("n9")}, expect={(CreateLocalFolder, "d")}),
     "identical edits on both sides": Case(BASE, {"a.txt": lf("v2")}, {"a.txt": rf("n1", 2, "v2")},
                                           expect={(RecordSynced, "a.txt")}),
-    "local mtime-only change uploads nothing": Case(BASE, {"a.txt": lf("v1", mtime=99)}, SAME_R,
-                                                    expect={(RecordSynced, "a.txt")}),
+    "local mtime-only change is a metadata update": Case(
+        BASE, {"a.txt": lf("v1", mtime=99)}, SAME_R, expect={(Upload, "a.txt")}),
+    "remote mtime-only change sets the local time": Case(
+        BASE, SAME_L, {"a.txt": RemoteEntry("n1", "file", 2, 2, 99, manifest("v1"))},
+        expect={(SetLocalTime, "a.txt")}),
+    "both changed only the time": Case(
+        BASE, {"a.txt": lf("v1", mtime=98)},
+        {"a.txt": RemoteEntry("n1", "file", 2, 2, 99, manifest("v1"))},
+        expect={(RecordSynced, "a.txt")}),
     "remote rev moved, content same": Case(BASE, SAME_L, {"a.txt": rf("n1", 5, "v1")},
                                            expect={(RecordSynced, "a.txt")}),
     "remote replaced by a new node with the same content": Case(

@@ -21,7 +21,8 @@ from tandem.sync.remote import RemoteMirror
 from tandem.sync.state import StateDB
 
 _UPLOADS = (planner.Upload, planner.CreateRemoteFolder, planner.DeleteRemote, planner.MoveRemote)
-_DOWNLOADS = (planner.Download, planner.CreateLocalFolder, planner.DeleteLocal, planner.MoveLocal)
+_DOWNLOADS = (planner.Download, planner.CreateLocalFolder, planner.DeleteLocal, planner.MoveLocal,
+              planner.SetLocalTime)
 
 
 def _overview(state: StateDB, session: Session) -> dict[str, Any]:

@@ -124,6 +124,7 @@ class Executor:
         with self.state.transaction():
             each(p.DeleteLocal, lambda op: self._delete_local(op, local), order=-1)
             each(p.RecordSynced, self._record_synced)
+            each(p.SetLocalTime, lambda op: self._set_local_time(op, local))
             each(p.ForgetSynced, lambda op: self.state.forget_synced([op.path]))
         remote_ops = [op for op in ops if isinstance(
             op, p.Upload | p.CreateRemoteFolder | p.DeleteRemote | p.MoveRemote)]
@@ -315,6 +316,17 @@ class Executor:
         else:
             os.unlink(target)
             self.state.forget_synced([op.path])
+
+    def _set_local_time(self, op: p.SetLocalTime, local: LocalTree) -> None:
+        target = self._disk(op.path, local)
+        self._check_inside(target)
+        if not _matches(target, op.expect):
+            raise PreconditionFailed(op.path)
+        os.utime(target, ns=(op.remote.mtime_ns, op.remote.mtime_ns), follow_symlinks=False)
+        st = os.lstat(target)
+        self.state.record_synced([(op.path, SyncedEntry(
+            op.remote.node_id, "file", op.remote.rev, op.remote.content, st.st_ino, st.st_size,
+            st.st_mtime_ns))])
 
     def _record_synced(self, op: p.RecordSynced) -> None:
         entry = SyncedEntry(op.remote.node_id, op.remote.kind, op.remote.rev, op.remote.content,

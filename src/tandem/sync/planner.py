@@ -104,6 +104,14 @@ class RecordSynced(Op):
 
 
 @dataclass(frozen=True)
+class SetLocalTime(Op):
+    """Only the modification time changed in the cloud: set it here, transfer nothing."""
+
+    remote: RemoteEntry
+    expect: LocalEntry
+
+
+@dataclass(frozen=True)
 class ForgetSynced(Op):
     """Gone on both sides: drop it from the merge base."""
 
@@ -220,9 +228,7 @@ def _decide(path: str, base: SyncedEntry | None, mine: LocalEntry | None,
     remote_changed = theirs is None or _remote_changed(base, theirs)
     if not local_changed and not remote_changed:
         assert mine is not None and theirs is not None
-        stale = (theirs.rev != base.rev or mine.inode != base.inode or mine.size != base.size
-                 or mine.mtime_ns != base.mtime_ns)
-        return RecordSynced(path, mine, theirs) if stale else None
+        return _same_content(path, base, mine, theirs)
     if mine is not None and theirs is not None and _same(mine, theirs):
         return RecordSynced(path, mine, theirs)  # e.g. the same edit made on both sides
     if not local_changed:  # only the cloud changed
@@ -245,6 +251,19 @@ def _decide(path: str, base: SyncedEntry | None, mine: LocalEntry | None,
     if theirs is None:
         return _send_up(path, mine)  # edit beats delete: a new node
     return ConflictCopy(path, mine)
+
+
+def _same_content(path: str, base: SyncedEntry, mine: LocalEntry, theirs: RemoteEntry) -> Op | None:
+    """Same content everywhere; only times (or bookkeeping) may differ. A new modification
+    time travels without content: up as a metadata-only commit, down with `utime`."""
+    if mine.kind == "file":
+        if mine.mtime_ns != base.mtime_ns and theirs.mtime_ns == base.mtime_ns:
+            return Upload(path, mine, theirs.node_id, theirs.rev)
+        if theirs.mtime_ns != base.mtime_ns and mine.mtime_ns == base.mtime_ns:
+            return SetLocalTime(path, theirs, mine)
+    stale = (theirs.rev != base.rev or mine.inode != base.inode or mine.size != base.size
+             or mine.mtime_ns != base.mtime_ns)
+    return RecordSynced(path, mine, theirs) if stale else None
 
 
 def _reconcile(synced: SyncedTree, local: LocalTree, remote: RemoteTree) -> list[Op]:
