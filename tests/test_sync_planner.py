@@ -173,6 +173,9 @@ CASES.update({
     "folder renamed remotely: one local move": Case(
         FOLDER_BASE, FOLDER_LOCAL, {"e": rd("n1", 2), "e/f": rf("n2", 1, "v1")},
         expect={(MoveLocal, "d")}),
+    "nested folders deleted locally: one remote delete for the whole tree": Case(
+        {**FOLDER_BASE, "d/e": sd("n3", inode=51), "d/e/g": sf("n4", 1, "g", inode=4)}, {},
+        {**FOLDER_REMOTE, "d/e": rd("n3"), "d/e/g": rf("n4", 1, "g")}, expect={(DeleteRemote, "d")}),
     "folder deleted on both sides": Case(FOLDER_BASE, {}, {},
                                          expect={(ForgetSynced, "d"), (ForgetSynced, "d/f")}),
     "case-only rename locally": Case(BASE, {"A.txt": lf("v1")}, SAME_R, expect={(MoveRemote, "a.txt")}),

@@ -44,8 +44,10 @@ def serve(data_dir: Path, host: str, port: int, database_url: str | None, blobs_
         raise click.ClickException(str(exc)) from None
     except OSError as exc:
         raise click.ClickException(f"cannot open the server's data: {exc}") from None
+    # Long-polls are held up to 2 minutes: a stop must not wait for them to end.
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
-                                           timeout_keep_alive=30, http="httptools"))
+                                           timeout_keep_alive=30, http="httptools",
+                                           timeout_graceful_shutdown=2))
     click.echo(f"Tandem server on http://{host}:{port} (data: {data_dir.resolve()})")
     server.run()
     if not server.started:

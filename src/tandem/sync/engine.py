@@ -24,7 +24,7 @@ from tandem.client.transfer import Transfers
 from tandem.sync import planner
 from tandem.sync.executor import STATE_FOLDER, Executor
 from tandem.sync.ignore import IGNORE_FILE, IgnoreFileError, IgnoreRules
-from tandem.sync.model import RemoteEntry, SyncedEntry, is_within
+from tandem.sync.model import RemoteEntry, SyncedEntry, is_within, parent_of
 from tandem.sync.remote import RemoteMirror
 from tandem.sync.scanner import RootUnavailable, make_hasher, scan
 from tandem.sync.state import StateDB
@@ -128,8 +128,11 @@ class Engine:
             scanned = scan(self.root, previous, self.hasher, rules, scan_only)
             self.state.save_local(previous, scanned.tree)
             synced = self.state.synced_tree()
-            # What this device ignores is neither sent, fetched nor deleted, on either side.
-            plan = planner.plan(_unignored(synced, rules), scanned.tree, _unignored(remote, rules))
+            # What this device ignores (by rule, or a symlink or special file standing there)
+            # is neither sent, fetched nor deleted, on either side.
+            skip = set(scanned.ignored)
+            plan = planner.plan(_unignored(synced, rules, skip), scanned.tree,
+                                _unignored(remote, rules, skip))
             problems = {**remote_problems, **scanned.problems}
             if not plan.ops:
                 report.problems = problems
@@ -228,16 +231,15 @@ class Engine:
 T = TypeVar("T", SyncedEntry, RemoteEntry)
 
 
-def _unignored(tree: dict[str, T], rules: IgnoreRules) -> dict[str, T]:
-    ignored_folders: list[str] = []
+def _unignored(tree: dict[str, T], rules: IgnoreRules, skip: set[str]) -> dict[str, T]:
+    """`tree` without the paths ignored here, and what is under them."""
+    ignored: set[str] = set()
     kept: dict[str, T] = {}
     for path in sorted(tree, key=lambda p: (p.count("/"), p)):
-        if any(is_within(path, folder) for folder in ignored_folders):
-            continue
         entry = tree[path]
-        if rules.match(path, entry.kind == "folder") is not None:
-            if entry.kind == "folder":
-                ignored_folders.append(path)
+        if (parent_of(path) in ignored or path in skip
+                or rules.match(path, entry.kind == "folder") is not None):
+            ignored.add(path)
             continue
         kept[path] = entry
     return kept

@@ -12,6 +12,7 @@ plan compares paths that already agree. The engine runs plans until one is empty
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -23,6 +24,7 @@ from tandem.sync.model import (
     SyncedEntry,
     SyncedTree,
     is_within,
+    parent_of,
 )
 
 
@@ -276,28 +278,44 @@ def _reconcile(synced: SyncedTree, local: LocalTree, remote: RemoteTree) -> list
     return list(decisions.values())
 
 
+def _descendants(sorted_paths: list[str], folder: str) -> list[str]:
+    """Paths strictly inside `folder`: a contiguous run of the sorted paths."""
+    prefix = folder + "/"
+    start = bisect.bisect_left(sorted_paths, prefix)
+    end = bisect.bisect_left(sorted_paths, folder + "0")  # '0' sorts right after '/'
+    return sorted_paths[start:end]
+
+
 def _keep_folders_with_survivors(decisions: dict[str, Op], local: LocalTree,
                                  remote: RemoteTree) -> None:
     """A folder is deleted only with everything in it. If something inside survives (new or
     changed on the other side), the folder survives too: recreated where it was deleted.
     A remote folder delete that does go ahead takes its subtree with it (one trash entry)."""
+    remote_paths, local_paths = sorted(remote), sorted(local)
+    collapsed: set[str] = set()
     for path in sorted(decisions, key=_depth, reverse=True):
         op = decisions[path]
         if isinstance(op, DeleteRemote) and remote[path].kind == "folder":
-            inside = [p for p in remote if p != path and is_within(p, path)]
+            inside = _descendants(remote_paths, path)
             if all(isinstance(decisions.get(p), DeleteRemote) for p in inside):
-                for p in inside:
-                    del decisions[p]
                 files = sum(1 for p in inside if remote[p].kind == "file")
                 decisions[path] = DeleteRemote(path, op.node_id, op.if_rev, files)
+                collapsed.add(path)
             elif path not in local:
                 decisions[path] = CreateLocalFolder(path, remote[path])
             else:
                 del decisions[path]  # kind changed locally but the folder must stay: next plan
         elif isinstance(op, DeleteLocal) and op.expect.kind == "folder":
-            inside = [p for p in local if p != path and is_within(p, path)]
+            inside = _descendants(local_paths, path)
             if not all(isinstance(decisions.get(p), DeleteLocal) for p in inside):
                 if path not in remote:
                     decisions[path] = CreateRemoteFolder(path, op.expect)
                 else:
                     del decisions[path]
+    for path in list(decisions):
+        parent = parent_of(path)
+        while parent:
+            if parent in collapsed:
+                del decisions[path]  # deleted with its folder
+                break
+            parent = parent_of(parent)
