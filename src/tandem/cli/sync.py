@@ -54,7 +54,7 @@ def choose_folder(state: StateDB, folder: Path | None) -> Path:
     if remembered and Path(remembered) != chosen:
         state.forget_synced_subtree("")
         state.save_local(state.local_tree(), {})
-        state.put("root_identity", "")
+        state.put("folder_marker", "")
     if not remembered and not chosen.exists() and folder is None:
         chosen.mkdir(parents=True)  # the default folder is made on first use, as Dropbox does
     state.put("folder", str(chosen))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import threading
 import time
@@ -20,6 +21,7 @@ from typing import TypeVar
 
 from tandem.client.account import Session
 from tandem.client.api import ApiError, ClientError
+from tandem.client.home import write_private
 from tandem.client.transfer import Transfers
 from tandem.sync import planner
 from tandem.sync.executor import STATE_FOLDER, Executor
@@ -37,6 +39,9 @@ MASS_DELETE_SHARE = 0.5
 MASS_DELETE_MIN = 100
 FULL_RESCAN_SECONDS = 600.0
 LONG_POLL_SECONDS = 25.0
+#: A random id kept in the folder and in the state DB: a folder without it (or with another
+#: one) is not the folder that was synced, whatever its path or inode.
+FOLDER_MARKER = "folder-id"
 
 
 class MassDeletePaused(Exception):
@@ -81,21 +86,25 @@ class Engine:
     def prepare(self) -> None:
         """Check the folder is there and is the one we synced; clear stale temp files."""
         try:
-            st = os.stat(self.root)
+            os.stat(self.root)
         except OSError as exc:
             raise RootUnavailable(f"the sync folder {self.root} is missing or unreadable"
                                   f" ({exc.strerror}): nothing was synced") from None
         if not self.root.is_dir():
             raise RootUnavailable(f"the sync folder {self.root} is not a folder: nothing was synced")
-        identity = f"{st.st_dev}:{st.st_ino}"
-        known = self.state.get("root_identity")
-        if known is not None and known != identity:
-            # Replaced (recreated, or another disk mounted there): merge it afresh, as a new
-            # folder. Without a merge base nothing is deleted anywhere; contents are merged.
-            self.state.forget_synced_subtree("")
-            self.state.save_local(self.state.local_tree(), {})
-        if known != identity:
-            self.state.put("root_identity", identity)
+        marker = self.root / STATE_FOLDER / FOLDER_MARKER
+        found = marker.read_text().strip() if marker.is_file() and not marker.is_symlink() else None
+        known = self.state.get("folder_marker")
+        if found is None or found != known:
+            if known is not None:
+                # Not the folder we synced (recreated empty, or another disk mounted there):
+                # merge it afresh. Without a merge base nothing is deleted anywhere.
+                self.state.forget_synced_subtree("")
+                self.state.save_local(self.state.local_tree(), {})
+            found = found or secrets.token_hex(16)
+            marker.parent.mkdir(exist_ok=True)
+            write_private(marker, found.encode())
+            self.state.put("folder_marker", found)
         temp = self.root / STATE_FOLDER / "tmp"
         if temp.is_dir() and not temp.is_symlink():
             shutil.rmtree(temp, ignore_errors=True)
