@@ -8,6 +8,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -37,7 +38,7 @@ class LatencyMode:
     warmup: bool = True
 
 
-class Session:
+class Session(ABC):
     """Base: sides A and B under `base`, no continuous mode."""
 
     bytes_method = ""
@@ -50,11 +51,13 @@ class Session:
         self.logs.mkdir(parents=True, exist_ok=True)
         self.notes: list[str] = []  # problems worth reporting that do not make a case FAILED
 
+    @abstractmethod
     def sync(self, case: str, expected_files: int, expected_bytes: int) -> Result:
-        raise NotImplementedError
+        """Bring B up to date with A (one tool invocation or a wait on running daemons)."""
 
+    @abstractmethod
     def latency_enter(self, mode: LatencyMode) -> None:
-        raise NotImplementedError
+        """Start both sides continuously (or say the tool cannot)."""
 
     def after_write(self, name: str) -> None:
         """Called right after a latency probe file is written on A."""

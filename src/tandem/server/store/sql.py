@@ -9,6 +9,7 @@ only grows and a client that read cursor N has seen every change up to N (promis
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
@@ -84,7 +85,7 @@ def node_from_row(row: Sequence[Any]) -> Node:
     )
 
 
-class SqlStore:
+class SqlStore(ABC):
     """`MetadataStore` over a SQL engine; subclasses provide `_transaction`."""
 
     #: Appended to the account-lock SELECT; PostgreSQL needs " FOR UPDATE", SQLite locks the file.
@@ -96,8 +97,9 @@ class SqlStore:
         self.default_quota = quota_bytes
         self._listeners: list[Callable[[int, int], None]] = []
 
+    @abstractmethod
     def _transaction(self, write: bool) -> AbstractContextManager[Tx]:
-        raise NotImplementedError  # each engine opens its own transactions
+        """A transaction on this thread's connection (writers serialised per engine)."""
 
     def add_listener(self, listener: Callable[[int, int], None]) -> None:
         """Call `listener(account_id, cursor)` after every commit that moved a cursor."""
@@ -397,5 +399,6 @@ class SqlStore:
             tx.run("UPDATE accounts SET journal_floor = ? WHERE id = ? AND journal_floor < ?",
                    (row[0], account_id, row[0]))
 
+    @abstractmethod
     def close(self) -> None:
-        """Release connections; engines override."""
+        """Release the engine's connections."""
