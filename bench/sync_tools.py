@@ -59,19 +59,19 @@ class Session(ABC):
     def latency_enter(self, mode: LatencyMode) -> None:
         """Start both sides continuously (or say the tool cannot)."""
 
-    def after_write(self, name: str) -> None:
+    def after_write(self, name: str) -> None:  # noqa: B027 - an optional hook
         """Called right after a latency probe file is written on A."""
 
-    def check_alive(self) -> None:
+    def check_alive(self) -> None:  # noqa: B027 - an optional hook
         """Raise ToolFailed if a process the session runs has died (polled while waiting)."""
 
     latency_rss: dict[str, float] = {}  # noqa: RUF012 - replaced, never mutated
 
-    def latency_exit(self, mode: LatencyMode) -> None:
-        pass
+    def latency_exit(self, mode: LatencyMode) -> None:  # noqa: B027 - an optional hook
+        """Stop what `latency_enter` started."""
 
-    def close(self) -> None:
-        pass
+    def close(self) -> None:  # noqa: B027 - an optional hook
+        """Release what the session holds."""
 
 
 def version_of(cmd: list[str]) -> str:
