@@ -32,6 +32,7 @@ from tandem.sync.scanner import RootUnavailable, make_hasher, scan
 from tandem.sync.state import StateDB
 from tandem.sync.watcher import Watcher
 
+T = TypeVar("T", SyncedEntry, RemoteEntry)
 MAX_ROUNDS = 50
 #: A plan deleting more than this share of the synced files, and more than MASS_DELETE_MIN,
 #: waits for the user (promise 2).
@@ -77,6 +78,9 @@ class Engine:
         self.executor = Executor(root, state, self.mirror, self.transfers,
                                  session.device.device_name)
         self.hasher = make_hasher(session.keys)
+        self._rules_cache: IgnoreRules | None = None
+        self._rules_stamp: tuple[int, ...] | None = None
+        self._ignored_cache: dict[tuple[str, bool], bool] = {}
 
     def close(self) -> None:
         self.transfers.close()
@@ -133,15 +137,15 @@ class Engine:
             self.mirror.refresh()
             remote, remote_problems = self.mirror.tree()
             previous = self.state.local_tree()
-            rules = IgnoreRules.load(self.root)
+            rules = self._rules()
             scanned = scan(self.root, previous, self.hasher, rules, scan_only)
             self.state.save_local(previous, scanned.tree)
             synced = self.state.synced_tree()
             # What this device ignores (by rule, or a symlink or special file standing there)
             # is neither sent, fetched nor deleted, on either side.
             skip = set(scanned.ignored)
-            plan = planner.plan(_unignored(synced, rules, skip), scanned.tree,
-                                _unignored(remote, rules, skip))
+            plan = planner.plan(self._unignored(synced, skip), scanned.tree,
+                                self._unignored(remote, skip))
             problems = {**remote_problems, **scanned.problems}
             if not plan.ops:
                 report.problems = problems
@@ -163,6 +167,36 @@ class Engine:
             self.state.put("mass_delete", "")
         return report
 
+    def _rules(self) -> IgnoreRules:
+        """The ignore rules, read again only when `.tandemignore` changed."""
+        try:
+            st = os.lstat(self.root / IGNORE_FILE)
+            stamp: tuple[int, ...] | None = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        except FileNotFoundError:
+            stamp = None
+        if self._rules_cache is None or stamp != self._rules_stamp:
+            self._rules_cache = IgnoreRules.load(self.root)
+            self._rules_stamp = stamp
+            self._ignored_cache = {}
+        return self._rules_cache
+
+    def _unignored(self, tree: dict[str, T], skip: set[str]) -> dict[str, T]:
+        """`tree` without the paths ignored here, and what is under them (rule answers are
+        remembered until the rules change: this runs on every path of every pass)."""
+        rules, cache = self._rules(), self._ignored_cache
+        ignored: set[str] = set()
+        kept: dict[str, T] = {}
+        for path in sorted(tree, key=lambda p: (p.count("/"), p)):
+            entry = tree[path]
+            key = (path, entry.kind == "folder")
+            if key not in cache:
+                cache[key] = rules.match(path, key[1]) is not None
+            if parent_of(path) in ignored or path in skip or cache[key]:
+                ignored.add(path)
+                continue
+            kept[path] = entry
+        return kept
+
     def _check_mass_delete(self, plan: planner.Plan, synced: dict[str, object]) -> None:
         if self.allow_mass_delete:
             return
@@ -182,7 +216,7 @@ class Engine:
         remote_changed = threading.Event()
         poller = threading.Thread(target=self._poll, args=(stop, remote_changed), daemon=True,
                                   name="tandem-poll")
-        watcher = Watcher(self.root, IgnoreRules.load(self.root))
+        watcher = Watcher(self.root, self._rules())
         poller.start()
         pending: list[str] | None = None  # None: a full scan is due
         next_full = time.monotonic() + FULL_RESCAN_SECONDS
@@ -193,7 +227,7 @@ class Engine:
                 due = watcher.wait(0.05)
                 if due is not None and IGNORE_FILE in due:
                     watcher.stop()  # new rules: watch with them, and look at everything again
-                    watcher = Watcher(self.root, IgnoreRules.load(self.root))
+                    watcher = Watcher(self.root, self._rules())
                     due = [""]
                 if due is not None:
                     pending = None if pending is None or "" in due else sorted(set(pending) | set(due))
@@ -235,23 +269,6 @@ class Engine:
                 deadline = time.monotonic() + 5
                 while self.state.cursor == cursor and not stop.is_set() and time.monotonic() < deadline:
                     stop.wait(0.02)
-
-
-T = TypeVar("T", SyncedEntry, RemoteEntry)
-
-
-def _unignored(tree: dict[str, T], rules: IgnoreRules, skip: set[str]) -> dict[str, T]:
-    """`tree` without the paths ignored here, and what is under them."""
-    ignored: set[str] = set()
-    kept: dict[str, T] = {}
-    for path in sorted(tree, key=lambda p: (p.count("/"), p)):
-        entry = tree[path]
-        if (parent_of(path) in ignored or path in skip
-                or rules.match(path, entry.kind == "folder") is not None):
-            ignored.add(path)
-            continue
-        kept[path] = entry
-    return kept
 
 
 def _touched(plan: planner.Plan) -> list[str]:
