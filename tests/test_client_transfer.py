@@ -110,3 +110,13 @@ def test_failed_download_leaves_target_untouched_and_no_temp_file(
         transfers.download(bogus, target)
     assert target.read_text() == "the old content"
     assert [p.name for p in folder.iterdir()] == ["keep.txt"]
+
+
+def test_downloaded_files_get_the_usual_mode(transfers: Transfers, tmp_path: Path) -> None:
+    """Temp files start private (0600); a downloaded file must end up as any new file would."""
+    uploaded = transfers.upload_file(_random_file(tmp_path / "source.bin", 100))
+    target = tmp_path / "copy.bin"
+    transfers.download(uploaded.manifest, target)
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask

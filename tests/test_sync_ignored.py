@@ -25,6 +25,7 @@ def test_a_newly_ignored_file_is_not_deleted_anywhere(server: RunningServer, tmp
         assert (b.folder / "debug.log").read_text() == "kept too"
         assert (b.folder / "logs" / "run.log").read_text() == "kept"
         assert (b.folder / ".tandemignore").exists()
+        assert (b.folder / ".tandemignore").stat().st_mode & 0o777 != 0o600, "a private temp mode"
         (b.folder / "new.log").write_text("from B")
         b.sync()
         a.sync()

@@ -37,6 +37,16 @@ _SINGLE_CHUNK = 512 * 1024
 _FETCH_BYTES = 4 * 1024 * 1024
 
 
+def _read_umask() -> int:
+    current = os.umask(0o022)
+    os.umask(current)
+    return current
+
+
+#: The mode a new file gets here (temp files start as 0600; downloads must not stay so).
+NEW_FILE_MODE = 0o666 & ~_read_umask()
+
+
 class FileChangedError(ClientError):
     """The file changed while it was read: that read is not a version of it (promise 4)."""
 
@@ -146,6 +156,7 @@ class Transfers:
         fd, temp_name = tempfile.mkstemp(dir=folder, prefix=".tandem-download-")
         try:
             with os.fdopen(fd, "wb") as handle:
+                os.fchmod(handle.fileno(), NEW_FILE_MODE)
                 for plaintext in self.iter_content(manifest):
                     handle.write(plaintext)
                 handle.flush()

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from tandem.client.api import ClientError
-from tandem.client.transfer import Transfers, UploadResult
+from tandem.client.transfer import NEW_FILE_MODE, Transfers, UploadResult
 from tandem.core.crypto import DecryptionError
 from tandem.sync import planner as p
 from tandem.sync.commit import RemoteBatch
@@ -223,6 +223,7 @@ class Executor:
             try:
                 fd, temp_name = tempfile.mkstemp(dir=self.temp_dir, prefix="download-")
                 with os.fdopen(fd, "wb") as handle:
+                    os.fchmod(handle.fileno(), NEW_FILE_MODE)
                     handle.write(data)
                 os.utime(temp_name, ns=(op.remote.mtime_ns, op.remote.mtime_ns))
                 written.append(temp_name)
@@ -283,6 +284,7 @@ class Executor:
         fd, temp_name = tempfile.mkstemp(dir=self.temp_dir, prefix="download-")
         try:
             with os.fdopen(fd, "wb") as handle:
+                os.fchmod(handle.fileno(), NEW_FILE_MODE)
                 for piece in self.transfers.iter_content(list(op.remote.manifest)):
                     handle.write(piece)
                 handle.flush()
