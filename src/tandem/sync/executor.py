@@ -58,7 +58,9 @@ def _matches(path: Path, expect: LocalEntry | None) -> bool:
         return False
     if expect.kind == "folder":
         return os.path.isdir(path) and not os.path.islink(path)
-    return (st.st_ino, st.st_size, st.st_mtime_ns) == (expect.inode, expect.size, expect.mtime_ns)
+    # ctime too: a same-size rewrite with its old mtime put back still moves the ctime.
+    return ((st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            == (expect.inode, expect.size, expect.mtime_ns, expect.ctime_ns))
 
 
 class Executor:
