@@ -134,12 +134,12 @@ class Engine:
         scan_only = subtrees
         for _ in range(MAX_ROUNDS):
             report.rounds += 1
+            # Local first: with the server unreachable, the scan still records what waits.
+            previous = self.state.local_tree()
+            scanned = scan(self.root, previous, self.hasher, self._rules(), scan_only)
+            self.state.save_local(previous, scanned.tree)
             self.mirror.refresh()
             remote, remote_problems = self.mirror.tree()
-            previous = self.state.local_tree()
-            rules = self._rules()
-            scanned = scan(self.root, previous, self.hasher, rules, scan_only)
-            self.state.save_local(previous, scanned.tree)
             synced = self.state.synced_tree()
             # What this device ignores (by rule, or a symlink or special file standing there)
             # is neither sent, fetched nor deleted, on either side.
