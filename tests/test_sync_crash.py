@@ -134,3 +134,33 @@ def test_folder_move_killed_at_random_points_converges(server: RunningServer, tm
     assert sorted(v for v in after_a.values() if v != "DIR") == \
         sorted(v for v in before.values() if v != "DIR"), "a file was lost or duplicated"
     assert "albums/sub0/img0.jpg" in after_b and "sub3-moved/img3.jpg" in after_b
+
+
+def test_moves_recorded_on_the_server_but_not_locally_neither_duplicate_nor_lose(
+        server: RunningServer, tmp_path: Path) -> None:
+    """A crash right after the server accepted a folder move, before the state DB recorded
+    it: replayed deterministically by putting back the state DB from before the pass."""
+    home_a, folder_a = _link(server, tmp_path, "A", first=True)
+    home_b, folder_b = _link(server, tmp_path, "B", first=False)
+    for index in range(40):
+        path = folder_a / "photos" / f"sub{index % 4}" / f"img{index}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(f"image {index}".encode())
+    _sync_ok(home_a, folder_a)
+    _sync_ok(home_b, folder_b)
+    before = sorted(v for v in tree_of(folder_a).values() if v != "DIR")
+    (folder_a / "photos").rename(folder_a / "albums")
+    saved = {p.name: p.read_bytes() for p in home_a.glob("state.db*")}
+    _sync_ok(home_a, folder_a)  # the server has the move ...
+    for leftover in home_a.glob("state.db*"):
+        leftover.unlink()
+    for name, data in saved.items():  # ... and the state DB does not
+        (home_a / name).write_bytes(data)
+    (folder_a / "albums" / "sub3").rename(folder_a / "sub3-moved")  # then the user moves on
+    for _ in range(2):
+        _sync_ok(home_a, folder_a)
+        _sync_ok(home_b, folder_b)
+    after = tree_of(folder_a)
+    assert after == tree_of(folder_b)
+    assert sorted(v for v in after.values() if v != "DIR") == before, "duplicated or lost"
+    assert "sub3-moved/img3.jpg" in after and "albums/sub0/img0.jpg" in after

@@ -20,6 +20,7 @@ from tandem.sync.planner import (
     ForgetSynced,
     MoveLocal,
     MoveRemote,
+    MoveSynced,
     RecordSynced,
     SetLocalTime,
     Upload,
@@ -100,7 +101,7 @@ PAIRS: dict[tuple[str, str], set[tuple[type, str]]] = {
     ("move", "none"): {(MoveRemote, "a.txt")},
     ("move", "modify"): {(MoveRemote, "a.txt")},  # the remote edit follows under the new name
     ("move", "delete"): {(ForgetSynced, "a.txt"), (Upload, "b.txt")},
-    ("move", "move"): {(ForgetSynced, "a.txt"), (RecordSynced, "b.txt")},  # same target
+    ("move", "move"): {(MoveSynced, "a.txt")},  # the same target: only the merge base moves
     ("move", "type"): {(CreateLocalFolder, "a.txt"), (Upload, "b.txt")},
     ("type", "none"): {(DeleteRemote, "a.txt")},  # then the folder goes up
     ("type", "modify"): {(ConflictCopy, "a.txt")},
@@ -178,6 +179,9 @@ CASES.update({
         {**FOLDER_REMOTE, "d/e": rd("n3"), "d/e/g": rf("n4", 1, "g")}, expect={(DeleteRemote, "d")}),
     "folder deleted on both sides": Case(FOLDER_BASE, {}, {},
                                          expect={(ForgetSynced, "d"), (ForgetSynced, "d/f")}),
+    "folder move already done on both sides (stale base after a crash)": Case(
+        FOLDER_BASE, {"e": ld(), "e/f": lf("v1", inode=2)}, {"e": rd("n1", 2), "e/f": rf("n2", 1, "v1")},
+        expect={(MoveSynced, "d")}),
     "case-only rename locally": Case(BASE, {"A.txt": lf("v1")}, SAME_R, expect={(MoveRemote, "a.txt")}),
     "moving a folder into itself is not planned": Case(
         FOLDER_BASE, {"d": ld(), "d/d": lf("v1", inode=50)}, FOLDER_REMOTE,

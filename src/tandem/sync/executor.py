@@ -119,6 +119,7 @@ class Executor:
 
         with self.state.transaction():
             each(p.ConflictCopy, lambda op: self._conflict_copy(op, local))
+        each(p.MoveSynced, lambda op: self.state.move_synced(op.path, op.to, op.rev), order=1)
         each(p.MoveLocal, lambda op: self._move_local(op, local, remote), order=1)
         with self.state.transaction():
             each(p.CreateLocalFolder, lambda op: self._create_local_folder(op), order=1)

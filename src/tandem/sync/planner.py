@@ -64,6 +64,15 @@ class MoveRemote(Op):
 
 
 @dataclass(frozen=True)
+class MoveSynced(Op):
+    """The same move already happened on both sides (e.g. a crash came between the move
+    and recording it): only the merge base moves."""
+
+    to: str
+    rev: int
+
+
+@dataclass(frozen=True)
 class Download(Op):
     """Write the remote file at `path`, replacing `expect` (None: nothing may be there)."""
 
@@ -165,7 +174,11 @@ def _moves(synced: SyncedTree, local: LocalTree, remote: RemoteTree) -> list[Op]
         new = remote_path_of.get(base.node_id)
         if new is None or new == path or covered(path, new):
             continue
-        mine = local.get(path)
+        mine, there = local.get(path), local.get(new)
+        if mine is None and there is not None and base.inode and there.inode == base.inode:
+            ops.append(MoveSynced(path, new, remote[new].rev))
+            moved_from.append((path, new))
+            continue
         if mine is None or mine.kind != base.kind or new in local or is_within(new, path):
             continue  # gone or replaced here, or the target is taken: compare by path instead
         ops.append(MoveLocal(path, new, mine))
