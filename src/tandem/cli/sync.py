@@ -13,11 +13,11 @@ from typing import IO
 import click
 
 from tandem.cli.common import friendly_errors, home
+from tandem.cli.progress import SyncProgress
 from tandem.client.account import Session
 from tandem.client.home import Home
 from tandem.sync.engine import Engine, MassDeletePaused, PassReport
 from tandem.sync.ignore import IgnoreFileError
-from tandem.sync.planner import Plan
 from tandem.sync.scanner import RootUnavailable
 from tandem.sync.state import StateDB
 
@@ -86,13 +86,7 @@ def sync(folder: Path | None, once: bool, allow_mass_delete: bool) -> None:
     lock = acquire_lock(where)
     state = open_state(where)
     root = choose_folder(state, folder)
-    interactive = sys.stdout.isatty()
-
-    def on_round(plan: Plan) -> None:
-        if interactive:
-            click.echo(f"  {len(plan.ops)} operation(s)...")
-
-    engine = Engine(session, root, state, allow_mass_delete, on_round)
+    engine = Engine(session, root, state, allow_mass_delete)
     try:
         if once:
             _run_once(engine)
@@ -110,7 +104,13 @@ def sync(folder: Path | None, once: bool, allow_mass_delete: bool) -> None:
 
 
 def _run_once(engine: Engine) -> None:
-    report = engine.sync_once()
+    if sys.stdout.isatty():
+        progress = SyncProgress(engine.transfers.stats)
+        engine.on_round = progress.on_round
+        with progress:
+            report = engine.sync_once()
+    else:
+        report = engine.sync_once()
     click.echo(_summary(report, engine))
     for path, problem in sorted(report.problems.items()):
         click.echo(f"  {path}: {problem}", err=True)

@@ -1,0 +1,70 @@
+"""Progress of a sync pass on a terminal: files, bytes, rate and time left (quiet otherwise)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from types import TracebackType
+
+from rich.console import Console
+from rich.live import Live
+from rich.text import Text
+
+from tandem.client.transfer import TransferStats
+from tandem.sync import planner
+
+_TRANSFERS = (planner.Upload, planner.Download)
+
+
+def _size(count: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if count < 1024 or unit == "GiB":
+            return f"{count:.1f} {unit}" if unit != "B" else f"{int(count)} B"
+        count /= 1024
+    return f"{count:.1f} GiB"
+
+
+class SyncProgress:
+    """A live line fed by the engine's plans and its transfer counters."""
+
+    def __init__(self, stats: TransferStats) -> None:
+        self.stats = stats
+        self.files = 0
+        self.total_bytes = 0
+        self.start = time.monotonic()
+        self.base = 0
+        self._live = Live(Text(""), console=Console(stderr=True), transient=True,
+                          refresh_per_second=4)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._tick, daemon=True, name="tandem-progress")
+
+    def on_round(self, plan: planner.Plan) -> None:
+        self.files = sum(1 for op in plan.ops if isinstance(op, _TRANSFERS))
+        self.total_bytes = sum(op.local.size if isinstance(op, planner.Upload) else op.remote.size
+                               for op in plan.ops if isinstance(op, _TRANSFERS))
+        self.base = self.stats.bytes_sent + self.stats.bytes_received
+        self.start = time.monotonic()
+
+    def _line(self) -> Text:
+        moved = self.stats.bytes_sent + self.stats.bytes_received - self.base
+        elapsed = max(time.monotonic() - self.start, 1e-6)
+        rate = moved / elapsed
+        left = max(self.total_bytes - moved, 0)
+        eta = f", about {left / rate:.0f} s left" if rate > 0 and left else ""
+        return Text(f"Syncing {self.files} file(s): {_size(moved)} of {_size(self.total_bytes)}"
+                    f" at {_size(rate)}/s{eta}")
+
+    def _tick(self) -> None:
+        while not self._stop.wait(0.25):
+            self._live.update(self._line())
+
+    def __enter__(self) -> SyncProgress:
+        self._live.start()
+        self._thread.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self._stop.set()
+        self._thread.join(timeout=1)
+        self._live.stop()
