@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import platformdirs
 
 from tandem.core.crypto import b64decode, b64encode
+from tandem.fileio import write_atomically
 
 
 @dataclass
@@ -38,17 +38,7 @@ def default_home() -> Path:
 
 def write_private(path: Path, data: bytes) -> None:
     """Atomically replace `path` with `data`, readable by the owner only."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomically(path, data, mode=0o600)
 
 
 class Home:

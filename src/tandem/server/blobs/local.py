@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from collections.abc import Iterator
 from concurrent.futures import Executor
 from pathlib import Path
+
+from tandem.fileio import write_atomically
 
 _KEY_RE = re.compile(r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
 
@@ -48,16 +49,7 @@ class LocalBlobStore:
                 os.close(dir_fd)
 
     def _write_file(self, path: Path, data: bytes) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self._tmp)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomically(path, data, temp_dir=self._tmp)
 
     def get(self, key: str) -> bytes:
         try:
