@@ -7,7 +7,6 @@ import contextlib
 import logging
 import secrets
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -45,7 +44,6 @@ def open_services(config: ServerConfig) -> Services:
     return Services(
         config=config, store=store, blobs=open_blob_store(config.resolved_blobs_url()),
         notifier=notifier, server_secret=_server_secret(config.data_dir), locks=AccountLocks(),
-        io_pool=ThreadPoolExecutor(max_workers=16, thread_name_prefix="tandem-io"),
     )
 
 
@@ -74,7 +72,6 @@ def create_app(config: ServerConfig) -> FastAPI:
                 collector.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await collector
-            parts.io_pool.shutdown(wait=True)
             parts.store.close()
 
     app = FastAPI(

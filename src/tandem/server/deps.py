@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from fastapi import Depends, Request
@@ -31,8 +30,6 @@ class Services:
     #: Keys fake prelogin answers for unknown emails, so they look like real ones.
     server_secret: bytes
     locks: AccountLocks
-    #: Blob writes of one pack run here in parallel, so their fsyncs overlap.
-    io_pool: ThreadPoolExecutor
 
 
 def services(request: Request) -> Services:

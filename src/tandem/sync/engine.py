@@ -26,7 +26,7 @@ from tandem.client.transfer import Transfers
 from tandem.sync import planner
 from tandem.sync.executor import STATE_FOLDER, Executor
 from tandem.sync.ignore import IGNORE_FILE, IgnoreFileError, IgnoreRules
-from tandem.sync.model import RemoteEntry, SyncedEntry, is_within, parent_of
+from tandem.sync.model import RemoteEntry, SyncedEntry, parent_of
 from tandem.sync.remote import RemoteMirror
 from tandem.sync.scanner import RootUnavailable, make_hasher, scan
 from tandem.sync.state import StateDB
@@ -118,7 +118,7 @@ class Engine:
     def sync_once(self, subtrees: Sequence[str] | None = None) -> PassReport:
         """Rounds of refresh, scan, plan, execute until nothing is left to do (or no round
         makes progress). `subtrees` limits the first scan (daemon hints); later rounds rescan
-        what the previous round touched."""
+        only what the previous round touched on disk."""
         self.prepare()
         try:
             report = self._rounds(subtrees)
@@ -161,7 +161,7 @@ class Engine:
             report.problems = {**problems, **outcome.problems}
             if outcome.done == 0:
                 break
-            scan_only = None if subtrees is None else _touched(plan)
+            scan_only = _touched(plan, outcome.problems)
         self.state.set_problems(report.problems, int(time.time()))
         if self.state.get("mass_delete"):
             self.state.put("mass_delete", "")
@@ -271,18 +271,26 @@ class Engine:
                     stop.wait(0.02)
 
 
-def _touched(plan: planner.Plan) -> list[str]:
-    """Paths a round may have changed on disk: rescanned by the next round (a conflicted copy
-    lands beside its original, so its folder is rescanned)."""
-    paths: set[str] = set()
+#: Operations whose effects are only on the server or in the state DB: the disk is as scanned.
+_REMOTE_ONLY = (planner.Upload, planner.CreateRemoteFolder, planner.DeleteRemote,
+                planner.MoveRemote, planner.MoveSynced, planner.RecordSynced, planner.ForgetSynced)
+
+
+def _touched(plan: planner.Plan, problems: dict[str, str]) -> list[str]:
+    """Paths the next round rescans: those a round may have changed on disk (a conflicted
+    copy lands beside its original, so its folder), and those that had a problem (a file
+    that changed while it was uploaded). The rest of the folder waits for the next pass."""
+    paths: set[str] = set(problems)
     for op in plan.ops:
+        if isinstance(op, _REMOTE_ONLY):
+            continue
         paths.add(op.path)
         target = getattr(op, "to", None)
         if target:
             paths.add(target)
         if isinstance(op, planner.ConflictCopy):
             paths.add(op.path.rpartition("/")[0])
-    return sorted(p for p in paths if not any(q != p and is_within(p, q) for q in paths))
+    return sorted(paths)  # the scan keeps the outermost ones
 
 
 def _connection_state(exc: ClientError) -> str:

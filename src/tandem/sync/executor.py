@@ -13,23 +13,26 @@ import errno
 import os
 import tempfile
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from tandem.client.api import ClientError
 from tandem.client.transfer import NEW_FILE_MODE, Transfers, UploadResult
 from tandem.core.crypto import DecryptionError
+from tandem.fileio import sync_filesystem, write_temp_file
 from tandem.sync import planner as p
 from tandem.sync.commit import RemoteBatch
-from tandem.sync.durable import sync_filesystem
 from tandem.sync.model import LocalEntry, LocalTree, RemoteTree, SyncedEntry
 from tandem.sync.names import conflict_name
 from tandem.sync.remote import RemoteMirror
 from tandem.sync.state import StateDB
 
+A = TypeVar("A")
+R = TypeVar("R")
 STATE_FOLDER = ".tandem"
 #: Files up to this size are downloaded in batches (few requests, two flushes per batch).
 SMALL_FILE = 256 * 1024
@@ -199,10 +202,12 @@ class Executor:
         small = [op for op in ops if op.remote.size <= SMALL_FILE]
         large = [op for op in ops if op.remote.size > SMALL_FILE]
         with ThreadPoolExecutor(max_workers=4, thread_name_prefix="tandem-download") as pool:
+            # Workers fetch and decrypt; this thread alone creates files, since threads
+            # creating files in one folder mostly wait on that folder's lock.
             batches = _batches(small)
-            fetched = pool.map(lambda batch: self._fetch_to_temp_files(batch, local), batches)
-            for batch, written in zip(batches, fetched, strict=True):
-                self._place_small_files(batch, written, local, outcome)
+            fetched = _ordered_map(pool, self._fetch_batch, batches, ahead=3)
+            for batch, contents in zip(batches, fetched, strict=True):
+                self._place_small_files(batch, contents, local, outcome)
             done = pool.map(lambda op: self._download_checked(op, local), large)
             for op, error in zip(large, done, strict=True):
                 if error is None:
@@ -211,37 +216,36 @@ class Executor:
                 elif error:
                     outcome.problems[op.path] = error
 
-    def _fetch_to_temp_files(self, batch: list[p.Download],
-                             local: LocalTree) -> list[str | BaseException]:
-        """Fetch a batch of small files in few requests; write each to a temp file (not yet
-        flushed). Returns the temp file, or the failure, per file."""
+    def _fetch_batch(self, batch: list[p.Download]) -> list[bytes] | BaseException:
+        """The contents of a batch of small files, in few requests."""
         manifest = [entry for op in batch for entry in op.remote.manifest]
         try:
-            contents = iter(list(self.transfers.iter_content(manifest)))
+            chunks = iter(list(self.transfers.iter_content(manifest)))
         except (ClientError, DecryptionError, OSError) as exc:
-            return [exc for _ in batch]
-        written: list[str | BaseException] = []
-        for op in batch:
-            data = b"".join(next(contents) for _ in op.remote.manifest)
-            try:
-                fd, temp_name = tempfile.mkstemp(dir=self.temp_dir, prefix="download-")
-                with os.fdopen(fd, "wb") as handle:
-                    os.fchmod(handle.fileno(), NEW_FILE_MODE)
-                    handle.write(data)
-                os.utime(temp_name, ns=(op.remote.mtime_ns, op.remote.mtime_ns))
-                written.append(temp_name)
-            except OSError as exc:
-                written.append(exc)
-        return written
+            return exc
+        return [b"".join(next(chunks) for _ in op.remote.manifest) for op in batch]
 
-    def _place_small_files(self, batch: list[p.Download], written: list[str | BaseException],
+    def _place_small_files(self, batch: list[p.Download], contents: list[bytes] | BaseException,
                            local: LocalTree, outcome: Outcome) -> None:
+        """Temp files, one flush, renames (each re-checked just before), one flush, then the
+        records: a file appears only complete, and is recorded only once that is durable."""
+        if isinstance(contents, BaseException):
+            for op in batch:
+                outcome.problems[op.path] = describe(contents)
+            return
+        written: list[tuple[p.Download, Path]] = []
+        for op, data in zip(batch, contents, strict=True):
+            try:
+                written.append((op, write_temp_file(self.temp_dir, data, NEW_FILE_MODE,
+                                                    op.remote.mtime_ns)))
+            except OSError as exc:
+                outcome.problems[op.path] = describe(exc)
+        if not written:
+            return
         sync_filesystem(self.temp_dir)
-        placed: list[tuple[str, SyncedEntry]] = []
-        for op, temp in zip(batch, written, strict=True):
-            if isinstance(temp, BaseException):
-                outcome.problems[op.path] = describe(temp) if isinstance(temp, OSError) else str(temp)
-                continue
+        placed: list[tuple[str, os.stat_result, p.Download]] = []
+        known_at = time.time_ns()
+        for op, temp in written:
             try:
                 target = self._disk(op.path, local) if op.expect else self.root / op.path
                 self._check_inside(target)
@@ -249,22 +253,29 @@ class Executor:
                     raise PreconditionFailed(op.path)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(temp, target)
-                st = os.stat(target)
+                placed.append((op.path, os.lstat(target), op))
             except PreconditionFailed:
-                Path(temp).unlink(missing_ok=True)
-                continue
+                temp.unlink(missing_ok=True)
             except OSError as exc:
-                Path(temp).unlink(missing_ok=True)
+                temp.unlink(missing_ok=True)
                 outcome.problems[op.path] = describe(exc)
-                continue
-            placed.append((op.path, SyncedEntry(op.remote.node_id, "file", op.remote.rev,
-                                                op.remote.content, st.st_ino, st.st_size,
-                                                st.st_mtime_ns)))
-            outcome.bytes_downloaded += op.remote.size
         if placed:
             sync_filesystem(self.root)
-            self.state.record_synced(placed)
+            self._record_downloads(placed, known_at)
             outcome.done += len(placed)
+            outcome.bytes_downloaded += sum(op.remote.size for _, _, op in placed)
+
+    def _record_downloads(self, placed: list[tuple[str, os.stat_result, p.Download]],
+                          known_at: int) -> None:
+        """The synced entries, and the local ones too: the content of a file just placed is
+        known, so the next scan need not read it again (unless racily clean)."""
+        with self.state.transaction():
+            self.state.record_synced([(path, SyncedEntry(
+                op.remote.node_id, "file", op.remote.rev, op.remote.content, st.st_ino,
+                st.st_size, st.st_mtime_ns)) for path, st, op in placed])
+            self.state.put_local([(path, LocalEntry(
+                "file", st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino,
+                op.remote.content, None, known_at)) for path, st, op in placed])
 
     def _download_checked(self, op: p.Download, local: LocalTree) -> str | None:
         """None when done; '' when skipped; else the problem."""
@@ -296,14 +307,12 @@ class Executor:
             # Re-checked right before the rename: a local edit since the plan is never lost.
             if not _matches(target, op.expect):
                 raise PreconditionFailed(op.path)
+            known_at = time.time_ns()
             os.replace(temp_name, target)
         except BaseException:
             Path(temp_name).unlink(missing_ok=True)
             raise
-        st = os.stat(target)
-        self.state.record_synced([(op.path, SyncedEntry(
-            op.remote.node_id, "file", op.remote.rev, op.remote.content, st.st_ino, st.st_size,
-            st.st_mtime_ns))])
+        self._record_downloads([(op.path, os.lstat(target), op)], known_at)
 
     def _delete_local(self, op: p.DeleteLocal, local: LocalTree) -> None:
         target = self._disk(op.path, local)
@@ -355,6 +364,18 @@ class Executor:
                                              op.path.count("/"), op.path)):
             batch.add(op, uploaded.get(op.path))
         batch.commit()
+
+
+def _ordered_map(pool: ThreadPoolExecutor, work: Callable[[A], R], items: list[A],
+                 ahead: int) -> Iterator[R]:
+    """`pool.map` with at most `ahead` results waiting: memory stays bounded by the window."""
+    window: deque[Future[R]] = deque()
+    for item in items:
+        window.append(pool.submit(work, item))
+        if len(window) > ahead:
+            yield window.popleft().result()
+    while window:
+        yield window.popleft().result()
 
 
 def _batches(ops: list[p.Download]) -> list[list[p.Download]]:

@@ -45,6 +45,7 @@ class IgnoreRules:
     """The compiled rules; `match` says whether (and why) a path is ignored."""
 
     def __init__(self, lines: Iterable[str] = (), source: str = IGNORE_FILE) -> None:
+        lines = list(lines)
         compiled = [(GitIgnoreSpec.from_lines([line]), reason) for line, reason in _DEFAULTS]
         for number, line in enumerate(lines, start=1):
             try:
@@ -56,6 +57,12 @@ class IgnoreRules:
         self._reasons = [reason for spec, reason in compiled for _ in spec.patterns]
         # Siblings share their ancestors: a walk asks about the same few folders again and again.
         self._folder_rule = functools.lru_cache(maxsize=4096)(self._rule_for)
+        # A pattern with no '/' but a trailing one matches the last name at any depth: when all
+        # are so (the defaults, most user files), the answer depends on the name alone, and
+        # names repeat across folders.
+        patterns = [line for line, _ in _DEFAULTS] + [line.strip() for line in lines]
+        self._by_name: dict[str, str | None] | None = (
+            {} if all("/" not in p.rstrip("/") for p in patterns) else None)
 
     @classmethod
     def load(cls, root: Path) -> IgnoreRules:
@@ -101,6 +108,14 @@ class IgnoreRules:
         return self._rule_for(path + "/" if is_dir else path)
 
     def _rule_for(self, candidate: str) -> str | None:
+        if self._by_name is None:
+            return self._check(candidate)
+        name = candidate[candidate.rfind("/", 0, len(candidate) - 1) + 1:]
+        if name not in self._by_name:
+            self._by_name[name] = self._check(name)
+        return self._by_name[name]
+
+    def _check(self, candidate: str) -> str | None:
         result = self._spec.check_file(candidate)
         if result.include and result.index is not None:
             return self._reasons[result.index]

@@ -72,8 +72,8 @@ class LocalEntry:
     inode: int = 0
     content: str | None = None
     disk_name: str | None = None
-    #: When `content` was computed (wall clock, ns): an entry whose ctime is this close to
-    #: it is "racily clean" (a write in the same clock tick would not show) and is re-hashed.
+    #: When `content` was known (wall clock, ns): an entry whose mtime is this close to it
+    #: is "racily clean" (a write in the same clock tick would not show) and is re-hashed.
     hashed_at_ns: int = 0
 
 

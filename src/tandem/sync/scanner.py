@@ -22,7 +22,7 @@ from tandem.core.crypto import AccountKeys
 from tandem.sync.ignore import IgnoreRules
 from tandem.sync.model import LocalEntry, LocalTree, content_id, join, name_of, normalize, parent_of
 
-#: A file whose mtime or ctime is this close to (or after) the moment its hash was taken may
+#: A file whose mtime is this close to (or after) the moment its hash was taken may
 #: have been written again within the same timestamp tick, unseen by stat: hash it again
 #: (git's "racily clean" rule; Unison missed a same-size edit within one second this way).
 #: The tick is the filesystem's timestamp granularity: whole seconds (FAT, HFS+, some network
@@ -112,12 +112,18 @@ def _signature(info: os.stat_result) -> tuple[int, int, int, int]:
 
 
 def _reusable(old: LocalEntry, info: os.stat_result) -> bool:
-    """Whether a previous hash still holds: same stat, and not racily clean."""
+    """Whether a previous hash still holds: same stat, and not racily clean.
+
+    Racily clean is git's rule, on the mtime: a write after the hash sets the mtime to its
+    own time, which differs from a recorded mtime older than the hash by more than a tick. A
+    write that also puts an old mtime back (`cp -p`, `touch -d`) still moves the ctime, which
+    the stat comparison catches unless it lands in the very clock tick of the recorded ctime.
+    """
     return (
         old.kind == "file"
         and old.content is not None
         and (old.inode, old.size, old.mtime_ns, old.ctime_ns) == _signature(info)
-        and max(old.mtime_ns, old.ctime_ns) < old.hashed_at_ns - _racy_window(old)
+        and old.mtime_ns < old.hashed_at_ns - _racy_window(old)
     )
 
 

@@ -141,6 +141,13 @@ class StateDB:
             db.executemany("INSERT OR REPLACE INTO local_entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                            changed)
 
+    def put_local(self, items: Iterable[tuple[str, LocalEntry]]) -> None:
+        """Record entries the executor knows without a scan (a file it just placed)."""
+        with self.transaction() as db:
+            db.executemany("INSERT OR REPLACE INTO local_entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                           [(p, e.kind, e.size, e.mtime_ns, e.ctime_ns, e.inode, e.content,
+                             e.disk_name, e.hashed_at_ns) for p, e in items])
+
     # ---- synced tree ----------------------------------------------------------------------
 
     def synced_tree(self) -> SyncedTree:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from concurrent.futures import Executor
 from pathlib import Path
 from typing import Protocol
 
@@ -16,8 +15,8 @@ class BlobStore(Protocol):
         construction), so concurrent or retried writes are harmless.
         """
 
-    def put_many(self, items: list[tuple[str, bytes]], pool: Executor | None = None) -> None:
-        """`put` for many blobs; may use `pool` to write them in parallel."""
+    def put_many(self, items: list[tuple[str, bytes]]) -> None:
+        """`put` for many blobs (a backend may batch their flushes or send them in parallel)."""
 
     def get(self, key: str) -> bytes:
         """The bytes under `key`; raises KeyError if there are none."""

@@ -42,16 +42,15 @@ def _verify(chunk_id: str, content_hash: str, data: bytes | bytearray) -> None:
 
 
 def _store(parts: Services, account_id: int, items: list[tuple[str, str, bytes]]) -> int:
-    """Verify (id, hash, ciphertext) items, check the quota, write the new blobs durably
-    (several at once, so their fsyncs overlap), then record them. Runs in a worker thread."""
+    """Verify (id, hash, ciphertext) items, check the quota, write the new blobs durably,
+    then record them. Runs in a worker thread."""
     for chunk_id, content_hash, data in items:
         _verify(chunk_id, content_hash, data)
     with parts.locks.uploading(account_id):
         lacking = set(parts.store.missing_chunks(account_id, [cid for cid, _, _ in items]))
         fresh = {cid: data for cid, _, data in items if cid in lacking}
         parts.store.reserve_space(account_id, sum(len(d) for d in fresh.values()))
-        parts.blobs.put_many([(chunk_key(account_id, c), d) for c, d in fresh.items()],
-                             parts.io_pool)
+        parts.blobs.put_many([(chunk_key(account_id, c), d) for c, d in fresh.items()])
         return parts.store.record_chunks(account_id, [(c, len(d)) for c, d in fresh.items()], now())
 
 
