@@ -108,7 +108,8 @@ async def put_pack(request: Request, device: Device = Depends(current_device),
             end = wire.UPLOAD_HEADER_SIZE + length
             if len(buffer) < end:
                 break
-            pending.append((chunk_id, content_hash, bytes(buffer[wire.UPLOAD_HEADER_SIZE:end])))
+            with memoryview(buffer) as view:  # one copy of the frame, not two
+                pending.append((chunk_id, content_hash, bytes(view[wire.UPLOAD_HEADER_SIZE:end])))
             pending_bytes += length
             total += 1
             del buffer[:end]
