@@ -90,3 +90,22 @@ def test_local_store_keeps_files_inside_its_folder(tmp_path: Path) -> None:
     assert path.resolve().is_relative_to((tmp_path / "blobs").resolve())
     assert store.local_path("7/" + "cd" * 32) is None
     assert not any((tmp_path / "blobs" / ".tmp").iterdir()), "no temporary file is left behind"
+
+
+def test_put_many_stores_a_batch_and_keeps_existing_blobs(blobs: BlobStore) -> None:
+    blobs.put(KEY, b"first")
+    items = [(f"7/{i:02x}" + "cd" * 31, bytes([i]) * (i + 1)) for i in range(20)]
+    blobs.put_many([(KEY, b"other"), *items])
+    assert blobs.get(KEY) == b"first"
+    assert all(blobs.get(key) == data for key, data in items)
+
+
+def test_a_failed_batch_leaves_no_temporary_file(tmp_path: Path) -> None:
+    """Local only: a batch whose rename fails (here: the target folder is a file) removes the
+    temp files it wrote, and stores nothing under a final name half-written."""
+    store = LocalBlobStore(tmp_path / "blobs")
+    good, bad = "7/" + "ab" * 32, "8/" + "cd" * 32
+    (tmp_path / "blobs" / "8").write_bytes(b"not a folder")
+    with pytest.raises(OSError):
+        store.put_many([(good, b"one"), (bad, b"two")])
+    assert not any((tmp_path / "blobs" / ".tmp").iterdir())

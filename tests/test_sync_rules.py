@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from tandem.sync.state import StateDB
 from tests.conftest import RunningServer
 from tests.helpers_api import serving
 from tests.sync_helpers import (
@@ -315,3 +316,25 @@ def test_deep_tree_and_wide_folder_sync(server: RunningServer, tmp_path: Path) -
 
     assert tree_of(b.folder) == before
     assert changes_applied(b.synced()) == 0
+
+
+def test_a_downloaded_file_is_known_without_reading_it_and_its_later_edit_is_seen(
+        server: RunningServer, tmp_path: Path) -> None:
+    a, b = link_devices(server, tmp_path)
+    write(a.folder, "docs/report.txt", "version one")
+    sync_all(a, b)
+    state = StateDB(b.home / "state.db")
+    try:
+        local, synced = state.local_tree(), state.synced_tree()
+    finally:
+        state.close()
+    # Recorded as the download placed it: the next scan need not read it again.
+    assert local["docs/report.txt"].content == synced["docs/report.txt"].content is not None
+
+    # Edited in place on B, same size, old mtime put back: the stat still differs (ctime).
+    path = b.folder / "docs" / "report.txt"
+    st = path.stat()
+    path.write_bytes(b"version two")
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    sync_all(b, a)
+    assert (a.folder / "docs" / "report.txt").read_bytes() == b"version two"

@@ -271,6 +271,17 @@ def test_the_racy_window_follows_the_timestamp_granularity(
     assert scanner._racy_window(LocalEntry("file", mtime_ns=mtime_ns, ctime_ns=ctime_ns)) == window
 
 
+def test_a_file_with_an_old_mtime_is_not_read_again_right_after_its_hash(root: Path) -> None:
+    # A copy with its times kept (`cp -a`, a download): the ctime is now, the mtime old. A
+    # later write would set the mtime to its own time, so the hash stays good (git's rule).
+    hour_ago = time.time_ns() - 3600 * SECOND
+    os.utime(root / "a.txt", ns=(hour_ago, hour_ago))
+    first = run(root, now_ns=time.time_ns)
+    hasher = Hasher(root)
+    run(root, first.tree, hasher, now_ns=time.time_ns)
+    assert "a.txt" not in hasher.calls
+
+
 def test_a_file_hashed_right_after_its_write_is_read_again_next_time(root: Path) -> None:
     first = run(root, now_ns=time.time_ns)
     hasher = Hasher(root)
