@@ -282,6 +282,25 @@ def test_a_file_with_an_old_mtime_is_not_read_again_right_after_its_hash(root: P
     assert "a.txt" not in hasher.calls
 
 
+def test_files_of_a_renamed_folder_are_recognised_by_inode_without_reading(root: Path) -> None:
+    first = run(root)
+    (root / "docs").rename(root / "papers")
+    hasher = Hasher(root)
+    second = run(root, first.tree, hasher)
+    assert hasher.calls == []
+    assert second.tree["papers/deep/c.txt"].content == expected_content(b"charlie")
+
+
+def test_a_new_file_on_a_reused_inode_is_read(root: Path) -> None:
+    first = run(root)
+    (root / "docs" / "b.txt").unlink()
+    write(root / "docs" / "other.txt", "other")  # may take the freed inode; its stat differs
+    hasher = Hasher(root)
+    second = run(root, first.tree, hasher)
+    assert hasher.calls == ["docs/other.txt"]
+    assert second.tree["docs/other.txt"].content == expected_content(b"other")
+
+
 def test_a_file_hashed_right_after_its_write_is_read_again_next_time(root: Path) -> None:
     first = run(root, now_ns=time.time_ns)
     hasher = Hasher(root)

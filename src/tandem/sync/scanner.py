@@ -190,6 +190,7 @@ class _Scan:
         self.ignored: dict[str, str] = {}
         self._folders_to_list: list[tuple[str, str]] = []
         self._sorted_previous: list[str] | None = None
+        self._files_by_inode: dict[int, LocalEntry] | None = None
 
     def run(self, subtrees: Sequence[str] | None) -> ScanResult:
         root_listing = self._list_root()
@@ -317,6 +318,9 @@ class _Scan:
 
     def _file(self, path: str, disk: str, info: os.stat_result, disk_name: str | None) -> None:
         old = self.previous.get(path)
+        if old is None:
+            # A new path may be a file moved here (its folder renamed): same inode, same stat.
+            old = self._previous_by_inode().get(info.st_ino)
         if old is not None and _reusable(old, info):
             self.tree[path] = old if old.disk_name == disk_name else replace(old, disk_name=disk_name)
             return
@@ -343,6 +347,12 @@ class _Scan:
             disk_name=disk_name,
             hashed_at_ns=hashed_at,
         )
+
+    def _previous_by_inode(self) -> dict[int, LocalEntry]:
+        """The previous tree's files by inode, built on first use (only when paths are new)."""
+        if self._files_by_inode is None:
+            self._files_by_inode = {e.inode: e for e in self.previous.values() if e.kind == "file"}
+        return self._files_by_inode
 
     def _keep_previous(self, path: str, problem: str) -> None:
         self.problems[path] = problem
