@@ -55,9 +55,8 @@ class Session(ABC):
     def sync(self, case: str, expected_files: int, expected_bytes: int) -> Result:
         """Bring B up to date with A (one tool invocation or a wait on running daemons)."""
 
-    @abstractmethod
-    def latency_enter(self, mode: LatencyMode) -> None:
-        """Start both sides continuously (or say the tool cannot)."""
+    def latency_enter(self, mode: LatencyMode) -> None:  # noqa: B027 - an optional hook
+        """Start both sides continuously; called only for the modes in `latency_modes`."""
 
     def after_write(self, name: str) -> None:  # noqa: B027 - an optional hook
         """Called right after a latency probe file is written on A."""

@@ -349,12 +349,29 @@ class Executor:
 
     # ---- remote effects -------------------------------------------------------------------
 
+    def _known_uploads(self, uploads: list[p.Upload], local: LocalTree,
+                       remote: RemoteTree) -> dict[str, UploadResult]:
+        """Uploads whose content the server already holds at that path (only the time
+        changed): committed with the server's manifest, without reading the file again. The
+        file must still be as scanned; if it changes later, the next scan sees it."""
+        known: dict[str, UploadResult] = {}
+        for op in uploads:
+            there = remote.get(op.path)
+            if there is None or there.kind != "file" or there.content != op.local.content:
+                continue
+            disk = self._disk(op.path, local)
+            if _matches(disk, op.local):
+                known[op.path] = UploadResult(disk, op.local.size, op.local.mtime_ns,
+                                              list(there.manifest))
+        return known
+
     def _remote(self, ops: list[p.Op], local: LocalTree, remote: RemoteTree,
                 outcome: Outcome) -> None:
         batch = RemoteBatch(self, local, remote, outcome)
         uploads = [op for op in ops if isinstance(op, p.Upload)]
+        uploaded = self._known_uploads(uploads, local, remote)
+        uploads = [op for op in uploads if op.path not in uploaded]
         results = self.transfers.upload([self._disk(op.path, local) for op in uploads]) if uploads else []
-        uploaded: dict[str, UploadResult] = {}
         for op, result in zip(uploads, results, strict=True):
             if isinstance(result, Exception):
                 outcome.problems[op.path] = describe(result) if isinstance(result, OSError) else str(result)
