@@ -16,8 +16,10 @@ from tandem.cli.common import friendly_errors, home
 from tandem.cli.progress import SyncProgress
 from tandem.client.account import Session
 from tandem.client.home import Home
+from tandem.sync.control import ControlError, ControlServer, serve_status
 from tandem.sync.engine import Engine, MassDeletePaused, PassReport
 from tandem.sync.ignore import IgnoreFileError
+from tandem.sync.live import LiveStatus
 from tandem.sync.scanner import RootUnavailable
 from tandem.sync.state import StateDB
 
@@ -123,4 +125,26 @@ def _run_forever(engine: Engine, root: Path) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     click.echo(f"Syncing {root} with {engine.session.device.server_url} (Ctrl-C to stop).")
-    engine.run_forever(stop, on_status=lambda message: click.echo(message, err=True))
+    control = _start_control(engine)
+    try:
+        engine.run_forever(stop, on_status=lambda message: click.echo(message, err=True))
+    finally:
+        if control is not None:
+            control.stop()
+
+
+def _start_control(engine: Engine) -> ControlServer | None:
+    """The control socket `tandem status` asks while this daemon runs (and the live status it
+    reports). Another daemon answering there stops this one; a socket that cannot be made
+    only costs the live view. `engine.live` is where the engine's progress hooks will find it
+    (until they exist, it reports "idle" and nothing in flight)."""
+    live = LiveStatus()
+    engine.live = live  # type: ignore[attr-defined]
+    try:
+        return serve_status(engine.session.home.path, engine.state, engine.session, live)
+    except ControlError as exc:
+        raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        click.echo(f"warning: no control socket ({exc}); `tandem status` reads the state"
+                   " DB instead", err=True)
+        return None
