@@ -338,3 +338,21 @@ def test_a_downloaded_file_is_known_without_reading_it_and_its_later_edit_is_see
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
     sync_all(b, a)
     assert (a.folder / "docs" / "report.txt").read_bytes() == b"version two"
+
+
+def test_an_edit_inside_a_large_file_moves_only_the_changed_chunks_both_ways(
+        server: RunningServer, tmp_path: Path) -> None:
+    a, b = link_devices(server, tmp_path)
+    size = 12 * 1024 * 1024
+    path = write(a.folder, "big.bin", os.urandom(size))
+    sync_all(a, b)
+
+    with open(path, "r+b") as handle:
+        handle.seek(size // 2)
+        handle.write(os.urandom(4096))
+    sent, _ = transferred(a.synced())
+    _, received = transferred(b.synced())
+    # The 4 KiB land in one chunk (at most 4 MiB): the rest is copied from the old file.
+    assert 0 < sent <= 4 * 1024 * 1024 + 1024
+    assert 0 < received <= 4 * 1024 * 1024 + 1024
+    assert (b.folder / "big.bin").read_bytes() == path.read_bytes()

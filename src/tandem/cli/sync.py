@@ -19,7 +19,6 @@ from tandem.client.home import Home
 from tandem.sync.control import ControlError, ControlServer, serve_status
 from tandem.sync.engine import Engine, MassDeletePaused, PassReport
 from tandem.sync.ignore import IgnoreFileError
-from tandem.sync.live import LiveStatus
 from tandem.sync.scanner import RootUnavailable
 from tandem.sync.state import StateDB
 
@@ -136,12 +135,9 @@ def _run_forever(engine: Engine, root: Path) -> None:
 def _start_control(engine: Engine) -> ControlServer | None:
     """The control socket `tandem status` asks while this daemon runs (and the live status it
     reports). Another daemon answering there stops this one; a socket that cannot be made
-    only costs the live view. `engine.live` is where the engine's progress hooks will find it
-    (until they exist, it reports "idle" and nothing in flight)."""
-    live = LiveStatus()
-    engine.live = live  # type: ignore[attr-defined]
+    only costs the live view."""
     try:
-        return serve_status(engine.session.home.path, engine.state, engine.session, live)
+        return serve_status(engine.session.home.path, engine.state, engine.session, engine.live)
     except ControlError as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:

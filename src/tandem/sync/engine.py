@@ -26,6 +26,7 @@ from tandem.client.transfer import Transfers
 from tandem.sync import planner
 from tandem.sync.executor import STATE_FOLDER, Executor
 from tandem.sync.ignore import IGNORE_FILE, IgnoreFileError, IgnoreRules
+from tandem.sync.live import LiveStatus
 from tandem.sync.model import RemoteEntry, SyncedEntry, parent_of
 from tandem.sync.remote import RemoteMirror
 from tandem.sync.scanner import RootUnavailable, make_hasher, scan
@@ -75,8 +76,10 @@ class Engine:
         self.on_round = on_round
         self.transfers = Transfers(session.api, session.keys)
         self.mirror = RemoteMirror(session.api, session.keys, state)
+        #: What is happening now, for `tandem status` through the daemon's control socket.
+        self.live = LiveStatus()
         self.executor = Executor(root, state, self.mirror, self.transfers,
-                                 session.device.device_name)
+                                 session.device.device_name, live=self.live)
         self.hasher = make_hasher(session.keys)
         self._rules_cache: IgnoreRules | None = None
         self._rules_stamp: tuple[int, ...] | None = None
@@ -125,6 +128,8 @@ class Engine:
         except ClientError as exc:
             self.state.put("connection", _connection_state(exc))
             raise
+        finally:
+            self.live.set_activity("idle")
         if self.state.get("connection") != "connected":
             self.state.put("connection", "connected")
         return report
@@ -136,6 +141,7 @@ class Engine:
             report.rounds += 1
             # Local first: with the server unreachable, the scan still records what waits.
             previous = self.state.local_tree()
+            self.live.set_activity("scanning")
             scanned = scan(self.root, previous, self.hasher, self._rules(), scan_only)
             self.state.save_local(previous, scanned.tree)
             self.mirror.refresh()
@@ -153,6 +159,7 @@ class Engine:
             self._check_mass_delete(plan, synced)
             if self.on_round is not None:
                 self.on_round(plan)
+            self.live.set_activity("syncing")
             outcome = self.executor.run(plan, scanned.tree, remote)
             report.done += outcome.done
             report.uploaded_bytes += outcome.bytes_uploaded

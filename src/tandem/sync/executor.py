@@ -22,10 +22,12 @@ from typing import Any, TypeVar
 
 from tandem.client.api import ClientError
 from tandem.client.transfer import NEW_FILE_MODE, Transfers, UploadResult
+from tandem.core.chunking import MIN_CHUNK, iter_chunks
 from tandem.core.crypto import DecryptionError
 from tandem.fileio import sync_filesystem, write_temp_file
 from tandem.sync import planner as p
 from tandem.sync.commit import RemoteBatch
+from tandem.sync.live import LiveStatus
 from tandem.sync.model import LocalEntry, LocalTree, RemoteTree, SyncedEntry
 from tandem.sync.names import conflict_name
 from tandem.sync.remote import RemoteMirror
@@ -68,13 +70,15 @@ def _matches(path: Path, expect: LocalEntry | None) -> bool:
 
 class Executor:
     def __init__(self, root: Path, state: StateDB, mirror: RemoteMirror, transfers: Transfers,
-                 device_name: str, clock: Callable[[], float] = time.time) -> None:
+                 device_name: str, clock: Callable[[], float] = time.time,
+                 live: LiveStatus | None = None) -> None:
         self.root = root
         self.state = state
         self.mirror = mirror
         self.transfers = transfers
         self.device_name = device_name
         self.clock = clock
+        self.live = live or LiveStatus()
         self.temp_dir = root / STATE_FOLDER / "tmp"
         self._real_folders: set[Path] = set()
 
@@ -208,6 +212,8 @@ class Executor:
             fetched = _ordered_map(pool, self._fetch_batch, batches, ahead=3)
             for batch, contents in zip(batches, fetched, strict=True):
                 self._place_small_files(batch, contents, local, outcome)
+                for op in batch:
+                    self.live.finish_transfer(op.path)
             done = pool.map(lambda op: self._download_checked(op, local), large)
             for op, error in zip(large, done, strict=True):
                 if error is None:
@@ -218,6 +224,8 @@ class Executor:
 
     def _fetch_batch(self, batch: list[p.Download]) -> list[bytes] | BaseException:
         """The contents of a batch of small files, in few requests."""
+        for op in batch:
+            self.live.start_transfer(op.path, op.remote.size)
         manifest = [entry for op in batch for entry in op.remote.manifest]
         try:
             chunks = iter(list(self.transfers.iter_content(manifest)))
@@ -279,6 +287,7 @@ class Executor:
 
     def _download_checked(self, op: p.Download, local: LocalTree) -> str | None:
         """None when done; '' when skipped; else the problem."""
+        self.live.start_transfer(op.path, op.remote.size)
         try:
             self._download(op, local)
             return None
@@ -288,6 +297,8 @@ class Executor:
             return describe(exc)
         except (ClientError, DecryptionError) as exc:
             return str(exc)
+        finally:
+            self.live.finish_transfer(op.path)
 
     def _download(self, op: p.Download, local: LocalTree) -> None:
         target = self._disk(op.path, local) if op.expect else self.root / op.path
@@ -299,8 +310,9 @@ class Executor:
         try:
             with os.fdopen(fd, "wb") as handle:
                 os.fchmod(handle.fileno(), NEW_FILE_MODE)
-                for piece in self.transfers.iter_content(list(op.remote.manifest)):
+                for piece in self._new_content(op, target):
                     handle.write(piece)
+                    self.live.advance(op.path, len(piece))
                 handle.flush()
                 os.fsync(handle.fileno())
             os.utime(temp_name, ns=(op.remote.mtime_ns, op.remote.mtime_ns))
@@ -313,6 +325,38 @@ class Executor:
             Path(temp_name).unlink(missing_ok=True)
             raise
         self._record_downloads([(op.path, os.lstat(target), op)], known_at)
+
+    def _new_content(self, op: p.Download, target: Path) -> Iterator[bytes]:
+        """The new version's plaintext, chunk by chunk. Chunks the file being replaced
+        already holds are copied from it, not fetched (each copy is checked against its keyed
+        id, so it is as good as a download): an edit inside a large file costs a download of
+        the chunks it changed."""
+        manifest = list(op.remote.manifest)
+        if op.expect is None or op.expect.kind != "file" or op.expect.size < MIN_CHUNK:
+            yield from self.transfers.iter_content(manifest)
+            return
+        keys = self.transfers.keys
+        fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        with open(fd, "rb") as old:
+            wanted = {chunk_id for chunk_id, _ in manifest}
+            offsets: dict[str, int] = {}
+            position = 0
+            for chunk in iter_chunks(old):
+                chunk_id = keys.chunk_id(chunk)
+                if chunk_id in wanted:
+                    offsets.setdefault(chunk_id, position)
+                position += len(chunk)
+            fetched = iter(self.transfers.iter_content(
+                [entry for entry in manifest if entry[0] not in offsets]))
+            for chunk_id, size in manifest:
+                if chunk_id not in offsets:
+                    yield next(fetched)
+                    continue
+                old.seek(offsets[chunk_id])
+                data = old.read(size)
+                if len(data) != size or keys.chunk_id(data) != chunk_id:
+                    raise PreconditionFailed(op.path)  # changed under us: the next pass
+                yield data
 
     def _delete_local(self, op: p.DeleteLocal, local: LocalTree) -> None:
         target = self._disk(op.path, local)
@@ -371,7 +415,14 @@ class Executor:
         uploads = [op for op in ops if isinstance(op, p.Upload)]
         uploaded = self._known_uploads(uploads, local, remote)
         uploads = [op for op in uploads if op.path not in uploaded]
-        results = self.transfers.upload([self._disk(op.path, local) for op in uploads]) if uploads else []
+        for op in uploads:
+            self.live.start_transfer(op.path, op.local.size)
+        try:
+            results = (self.transfers.upload([self._disk(op.path, local) for op in uploads])
+                       if uploads else [])
+        finally:
+            for op in uploads:
+                self.live.finish_transfer(op.path)
         for op, result in zip(uploads, results, strict=True):
             if isinstance(result, Exception):
                 outcome.problems[op.path] = describe(result) if isinstance(result, OSError) else str(result)
