@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,19 +104,23 @@ class ApiClient:
 
     # ---- transport ------------------------------------------------------------------------
 
-    def _send(self, method: str, path: str, body: bytes | None = None, **kwargs: Any) -> Reply:
+    def _send(self, method: str, path: str, body: bytes | Sequence[bytes] | None = None,
+              **kwargs: Any) -> Reply:
         """Send with retries and read the whole answer into a buffer of our own.
 
         httpx responses sit in reference cycles (response <-> stream) that only the cyclic GC
         frees, so their bodies, and the request bodies they point to, would linger; a raw
         body is therefore handed over through a one-shot iterator and read into a bytearray.
+        A body may come in parts (pack frames), sent in order without being joined first.
         """
+        parts = None if body is None else [body] if isinstance(body, bytes) else list(body)
         delays = self.backoff.delays()
         while True:
-            if body is not None:
-                headers = {**kwargs.pop("headers", {}), "Content-Length": str(len(body))}
+            if parts is not None:
+                length = sum(len(part) for part in parts)
+                headers = {**kwargs.pop("headers", {}), "Content-Length": str(length)}
                 kwargs["headers"] = headers
-                kwargs["content"] = iter((body,))
+                kwargs["content"] = iter(parts)
             try:
                 with self._http.stream(method, path, **kwargs) as response:
                     content = bytearray()
@@ -234,7 +238,7 @@ class ApiClient:
                    headers={"X-Content-Hash": content_hash,
                             "Content-Type": "application/octet-stream"})
 
-    def put_pack(self, body: bytes) -> None:
+    def put_pack(self, body: bytes | Sequence[bytes]) -> None:
         self._send("POST", "/chunks/pack", body=body,
                    headers={"Content-Type": "application/octet-stream"})
 

@@ -49,8 +49,13 @@ class FramingError(ValueError):
     """A chunk pack that does not follow the framing."""
 
 
+def encode_upload_header(chunk_id: str, content_hash: str, length: int) -> bytes:
+    """The header of one pack frame; the `length` bytes of ciphertext follow it."""
+    return _UPLOAD_HEADER.pack(bytes.fromhex(chunk_id), bytes.fromhex(content_hash), length)
+
+
 def encode_upload_frame(chunk_id: str, content_hash: str, data: bytes) -> bytes:
-    return _UPLOAD_HEADER.pack(bytes.fromhex(chunk_id), bytes.fromhex(content_hash), len(data)) + data
+    return encode_upload_header(chunk_id, content_hash, len(data)) + data
 
 
 def decode_upload_header(header: bytes) -> tuple[str, str, int]:
