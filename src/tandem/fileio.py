@@ -74,6 +74,15 @@ def write_batch_atomically(items: list[tuple[Path, bytes]], temp_dir: Path) -> N
     sync_filesystem(temp_dir)
 
 
+def sync_folder(folder: Path) -> None:
+    """Make the names just created or renamed in `folder` durable."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def sync_filesystem(path: Path) -> None:
     """Flush every dirty page of the filesystem holding `path` to stable storage."""
     syncfs = getattr(_libc, "syncfs", None)

@@ -7,6 +7,7 @@ import click
 from tandem import __version__
 from tandem.cli.account import devices, login, logout, signup
 from tandem.cli.history import restore, trash, versions
+from tandem.cli.ondemand import free, offline, open_file
 from tandem.cli.serve import serve
 from tandem.cli.status import status
 from tandem.cli.sync import sync
@@ -19,7 +20,8 @@ def cli() -> None:
     """Tandem: an end-to-end encrypted cloud drive with two-way sync."""
 
 
-for command in (serve, signup, login, logout, devices, sync, status, versions, restore, trash):
+for command in (serve, signup, login, logout, devices, sync, status, free, offline, open_file,
+                versions, restore, trash):
     cli.add_command(command)
 
 

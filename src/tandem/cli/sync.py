@@ -7,8 +7,9 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import click
 
@@ -16,7 +17,7 @@ from tandem.cli.common import friendly_errors, home
 from tandem.cli.progress import SyncProgress
 from tandem.client.account import Session
 from tandem.client.home import Home
-from tandem.sync.control import ControlError, ControlServer, serve_status
+from tandem.sync.control import ControlError, ControlServer, Handler, RequestError, serve_status
 from tandem.sync.engine import Engine, MassDeletePaused, PassReport
 from tandem.sync.ignore import IgnoreFileError
 from tandem.sync.scanner import RootUnavailable
@@ -137,10 +138,25 @@ def _start_control(engine: Engine) -> ControlServer | None:
     reports). Another daemon answering there stops this one; a socket that cannot be made
     only costs the live view."""
     try:
-        return serve_status(engine.session.home.path, engine.state, engine.session, engine.live)
+        control = serve_status(engine.session.home.path, engine.state, engine.session, engine.live)
+        control.register("free", _on_demand_handler(engine.free))
+        control.register("offline", _on_demand_handler(engine.make_offline))
+        return control
     except ControlError as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:
         click.echo(f"warning: no control socket ({exc}); `tandem status` reads the state"
                    " DB instead", err=True)
         return None
+
+
+def _on_demand_handler(action: Callable[[list[str]], dict[str, str]]) -> Handler:
+    """`{"op": "free" | "offline", "paths": [...]}`, run between this daemon's passes."""
+
+    def handle(request: dict[str, Any]) -> dict[str, Any]:
+        paths = request.get("paths")
+        if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+            raise RequestError("invalid_request", '"paths" is a list of relative paths')
+        return {"problems": action(paths)}
+
+    return handle

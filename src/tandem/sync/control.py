@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from tandem.client.account import Session
-from tandem.sync import planner
+from tandem.sync import ondemand, planner
 from tandem.sync.live import LiveStatus, in_flight
 from tandem.sync.remote import RemoteMirror
 from tandem.sync.state import StateDB
@@ -386,7 +386,9 @@ def status_overview(state: StateDB, session: Session) -> dict[str, Any]:
         folder = state.get("folder")
         connection = state.get("connection", "unknown (no sync has run yet)")
         paused = state.get("mass_delete") or ""
+        records = state.placeholders()
     remote, _ = mirror.tree()
+    local = ondemand.overlay(local, records, synced).local if records else local
     plan = planner.plan(synced, local, remote)
     pending: dict[str, str] = {}
     for op in plan.ops:
@@ -409,8 +411,12 @@ def status_overview(state: StateDB, session: Session) -> dict[str, Any]:
         "conflicts": sorted(p for p in synced if "(conflicted copy, " in p),
         "errors": problems,
         "waiting_for_user": json.loads(paused) if paused else None,
+        "online_only": len(records),
         "_pending": pending,
         "_synced": set(synced),
+        # An online-only file answers by its path and by its placeholder's.
+        "_online": {**{path: path for path in records},
+                    **{record.placeholder: path for path, record in records.items()}},
     }
 
 
@@ -429,6 +435,8 @@ def path_state(info: dict[str, Any], relative: str,
         return {"state": "syncing", "bytes_done": moving[0], "bytes_total": moving[1]}
     if relative in info["errors"]:
         return {"state": "error", "reason": info["errors"][relative]}
+    if relative in info.get("_online", {}):
+        return {"state": "online-only", "file": info["_online"][relative]}
     if relative in info["_pending"]:
         kind = info["_pending"][relative]
         return {"state": "conflict" if kind == "conflict" else "pending", "direction": kind}

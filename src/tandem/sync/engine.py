@@ -23,13 +23,23 @@ from tandem.client.account import Session
 from tandem.client.api import ApiError, ClientError
 from tandem.client.home import write_private
 from tandem.client.transfer import Transfers
-from tandem.sync import planner
+from tandem.core.crypto import DecryptionError
+from tandem.sync import ondemand, planner
 from tandem.sync.executor import STATE_FOLDER, Executor
 from tandem.sync.ignore import IGNORE_FILE, IgnoreFileError, IgnoreRules
 from tandem.sync.live import LiveStatus
-from tandem.sync.model import RemoteEntry, SyncedEntry, parent_of
+from tandem.sync.localfs import PreconditionFailed, describe
+from tandem.sync.model import (
+    LocalTree,
+    RemoteEntry,
+    SyncedEntry,
+    SyncedTree,
+    is_within,
+    parent_of,
+)
+from tandem.sync.ondemand_io import OnDemandError
 from tandem.sync.remote import RemoteMirror
-from tandem.sync.scanner import RootUnavailable, make_hasher, scan
+from tandem.sync.scanner import RootUnavailable, ScanResult, make_hasher, scan
 from tandem.sync.state import StateDB
 from tandem.sync.watcher import Watcher
 
@@ -81,6 +91,8 @@ class Engine:
         self.executor = Executor(root, state, self.mirror, self.transfers,
                                  session.device.device_name, live=self.live)
         self.hasher = make_hasher(session.keys)
+        #: Held by a pass, and by a free or offline, so they never run at the same time.
+        self.busy = threading.RLock()
         self._rules_cache: IgnoreRules | None = None
         self._rules_stamp: tuple[int, ...] | None = None
         self._ignored_cache: dict[tuple[str, bool], bool] = {}
@@ -122,6 +134,10 @@ class Engine:
         """Rounds of refresh, scan, plan, execute until nothing is left to do (or no round
         makes progress). `subtrees` limits the first scan (daemon hints); later rounds rescan
         only what the previous round touched on disk."""
+        with self.busy:
+            return self._pass(subtrees)
+
+    def _pass(self, subtrees: Sequence[str] | None) -> PassReport:
         self.prepare()
         try:
             report = self._rounds(subtrees)
@@ -147,10 +163,14 @@ class Engine:
             self.mirror.refresh()
             remote, remote_problems = self.mirror.tree()
             synced = self.state.synced_tree()
+            local, rescan = self._read_placeholders(scanned, synced)
+            if rescan is not None:
+                scan_only = rescan  # a placeholder became a real file: look again first
+                continue
             # What this device ignores (by rule, or a symlink or special file standing there)
             # is neither sent, fetched nor deleted, on either side.
             skip = set(scanned.ignored)
-            plan = planner.plan(self._unignored(synced, skip), scanned.tree,
+            plan = planner.plan(self._unignored(synced, skip), local,
                                 self._unignored(remote, skip))
             problems = {**remote_problems, **scanned.problems}
             if not plan.ops:
@@ -160,7 +180,7 @@ class Engine:
             if self.on_round is not None:
                 self.on_round(plan)
             self.live.set_activity("syncing")
-            outcome = self.executor.run(plan, scanned.tree, remote)
+            outcome = self.executor.run(plan, local, remote)
             report.done += outcome.done
             report.uploaded_bytes += outcome.bytes_uploaded
             report.downloaded_bytes += outcome.bytes_downloaded
@@ -173,6 +193,17 @@ class Engine:
         if self.state.get("mass_delete"):
             self.state.put("mass_delete", "")
         return report
+
+    def _read_placeholders(self, scanned: ScanResult,
+                           synced: SyncedTree) -> tuple[LocalTree, list[str] | None]:
+        """The scanned tree with placeholders read as the files they stand for; after fixups
+        that touched the disk, the folders to scan again before any plan (else None)."""
+        records = self.state.placeholders()
+        if not records:
+            return scanned.tree, None
+        view = ondemand.overlay(scanned.tree, records, synced, scanned.ignored)
+        folders = self.executor.placeholders.apply(view)
+        return view.local, (folders if view.needs_disk else None)
 
     def _rules(self) -> IgnoreRules:
         """The ignore rules, read again only when `.tandemignore` changed."""
@@ -213,6 +244,49 @@ class Engine:
             paused = MassDeletePaused(deletions, total)
             self.state.put("mass_delete", json.dumps({"deletions": deletions, "total": total}))
             raise paused
+
+    # ---- files on demand ------------------------------------------------------------------
+
+    def free(self, paths: Sequence[str]) -> dict[str, str]:
+        """Make files (and folders, recursively, and their new files) online-only; returns a
+        problem per path refused, each left as it was."""
+        return self._on_demand(paths, ondemand.ONLINE_ONLY)
+
+    def make_offline(self, paths: Sequence[str]) -> dict[str, str]:
+        """Bring online-only files (and folders, pinned) back with their content."""
+        return self._on_demand(paths, ondemand.OFFLINE)
+
+    def _on_demand(self, paths: Sequence[str], policy: str) -> dict[str, str]:
+        with self.busy:
+            self.prepare()
+            previous = self.state.local_tree()
+            scanned = scan(self.root, previous, self.hasher, self._rules(), paths)
+            self.state.save_local(previous, scanned.tree)
+            self.mirror.refresh()
+            remote, _ = self.mirror.tree()
+            synced = self.state.synced_tree()
+            records = self.state.placeholders()
+            problems: dict[str, str] = {}
+            for path in paths:
+                base = synced.get(path)
+                if path and (base is None or base.kind == "file"):
+                    files = [path]
+                else:  # a folder: every file inside, and the files that arrive later
+                    self.state.set_folder_policy(path, policy)
+                    files = [p for p, e in synced.items() if e.kind == "file" and is_within(p, path)]
+                for file in files:
+                    try:
+                        if policy == ondemand.ONLINE_ONLY and file not in records:
+                            self.executor.placeholders.free(
+                                file, self.executor.paths.disk(file, scanned.tree),
+                                scanned.tree.get(file), synced.get(file), remote.get(file))
+                        elif policy == ondemand.OFFLINE and file in records:
+                            self.executor.placeholders.offline(file, records[file], remote.get(file))
+                    except (OnDemandError, PreconditionFailed) as exc:
+                        problems[file] = str(exc) or "changed meanwhile: sync first"
+                    except (OSError, ClientError, DecryptionError) as exc:
+                        problems[file] = describe(exc)
+            return problems
 
     # ---- continuous -----------------------------------------------------------------------
 

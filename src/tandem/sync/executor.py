@@ -25,12 +25,18 @@ from tandem.sync.commit import RemoteBatch
 from tandem.sync.download import Downloader
 from tandem.sync.live import LiveStatus
 from tandem.sync.localfs import FolderPaths, PreconditionFailed, describe, matches
-from tandem.sync.model import LocalTree, RemoteTree, SyncedEntry
+from tandem.sync.model import LocalTree, RemoteTree, SyncedEntry, parent_of
 from tandem.sync.names import conflict_name
+from tandem.sync.ondemand import ONLINE_ONLY, policy_for
+from tandem.sync.ondemand_io import Placeholders
 from tandem.sync.remote import RemoteMirror
-from tandem.sync.state import StateDB
+from tandem.sync.state import Placeholder, StateDB
 
 STATE_FOLDER = ".tandem"
+
+
+class _Placeholder:
+    """The group of operations on online-only files (their placeholders stand in for them)."""
 
 
 @dataclass
@@ -55,6 +61,7 @@ class Executor:
         self.temp_dir = root / STATE_FOLDER / "tmp"
         self.paths = FolderPaths(root)
         self.downloads = Downloader(self.paths, state, transfers, self.temp_dir, self.live)
+        self.placeholders = Placeholders(self.paths, state, transfers, self.temp_dir)
 
     # ---- the whole plan -------------------------------------------------------------------
 
@@ -62,9 +69,19 @@ class Executor:
         outcome = Outcome()
         self.paths.forget_checked()
         ops = plan.ops
+        # Online-only files (and new files in online-only folders) get placeholders instead.
+        records = self.state.placeholders()
+        policies = self.state.folder_policies()
         kinds: dict[type, list[Any]] = {}
         for op in ops:
-            kinds.setdefault(type(op), []).append(op)
+            on_demand = op.path in records or (
+                isinstance(op, p.Download) and op.expect is None
+                and policy_for(parent_of(op.path), policies) == ONLINE_ONLY)
+            if on_demand and isinstance(op, p.Download | p.SetLocalTime | p.DeleteLocal
+                                        | p.MoveLocal):
+                kinds.setdefault(_Placeholder, []).append(op)
+            else:
+                kinds.setdefault(type(op), []).append(op)
 
         def each(kind: type, action: Callable[[Any], None], order: int = 0) -> None:
             items = kinds.get(kind, [])
@@ -77,6 +94,7 @@ class Executor:
             each(p.ConflictCopy, lambda op: self._conflict_copy(op, local))
         each(p.MoveSynced, lambda op: self.state.move_synced(op.path, op.to, op.rev), order=1)
         each(p.MoveLocal, lambda op: self._move_local(op, local, remote), order=1)
+        each(_Placeholder, lambda op: self._placeholder(op, records.get(op.path), remote))
         with self.state.transaction():
             each(p.CreateLocalFolder, lambda op: self._create_local_folder(op), order=1)
         self.downloads.run(kinds.get(p.Download, []), local, outcome)
@@ -90,6 +108,16 @@ class Executor:
         if remote_ops:
             self._remote(remote_ops, local, remote, outcome)
         return outcome
+
+    def _placeholder(self, op: p.Op, record: Placeholder | None, remote: RemoteTree) -> None:
+        if isinstance(op, p.Download | p.SetLocalTime):
+            self.placeholders.place(op.path, op.remote, record)
+        elif record is None:
+            raise PreconditionFailed(op.path)
+        elif isinstance(op, p.MoveLocal):
+            self.placeholders.move(op.path, op.to, remote[op.to], record)
+        elif isinstance(op, p.DeleteLocal):
+            self.placeholders.delete(op.path, record)
 
     def _attempt(self, outcome: Outcome, path: str, action: Callable[[], None]) -> None:
         try:

@@ -31,7 +31,22 @@ CREATE TABLE IF NOT EXISTS synced (
     content TEXT, inode INTEGER NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS problems (path TEXT PRIMARY KEY, message TEXT NOT NULL,
     since INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS online_only (
+    path TEXT PRIMARY KEY, placeholder TEXT NOT NULL UNIQUE, inode INTEGER NOT NULL,
+    size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS folder_policy (path TEXT PRIMARY KEY, policy TEXT NOT NULL);
 """
+
+
+@dataclass(frozen=True)
+class Placeholder:
+    """An online-only file: its tree path is kept here (the state DB says what is a placeholder,
+    never the name), with the placeholder's path on disk and the stat it had when written."""
+
+    placeholder: str
+    inode: int
+    size: int
+    mtime_ns: int
 
 
 @dataclass(frozen=True)
@@ -148,6 +163,10 @@ class StateDB:
                            [(p, e.kind, e.size, e.mtime_ns, e.ctime_ns, e.inode, e.content,
                              e.disk_name, e.hashed_at_ns) for p, e in items])
 
+    def forget_local(self, paths: Iterable[str]) -> None:
+        with self.transaction() as db:
+            db.executemany("DELETE FROM local_entries WHERE path = ?", [(p,) for p in paths])
+
     # ---- synced tree ----------------------------------------------------------------------
 
     def synced_tree(self) -> SyncedTree:
@@ -195,6 +214,10 @@ class StateDB:
                 e_rev = rev if (p == old and rev is not None) else e.rev
                 rows.append((target, e.node_id, e.kind, e_rev, e.content, e.inode, e.size, e.mtime_ns))
             db.executemany("INSERT OR REPLACE INTO synced VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            # An online-only file's record follows it (its placeholder moved, or is moved next).
+            db.execute("UPDATE online_only SET path = ? || substr(path, ?)"
+                       " WHERE path = ? OR substr(path, 1, ?) = ?",
+                       (new, len(old) + 1, old, len(old) + 1, old + "/"))
 
     # ---- problems -------------------------------------------------------------------------
 
@@ -211,3 +234,36 @@ class StateDB:
     def problems(self) -> dict[str, str]:
         with self._lock:
             return dict(self._db.execute("SELECT path, message FROM problems").fetchall())
+
+    # ---- files on demand ------------------------------------------------------------------
+
+    def placeholders(self) -> dict[str, Placeholder]:
+        with self._lock:
+            rows = self._db.execute("SELECT path, placeholder, inode, size, mtime_ns"
+                                    " FROM online_only").fetchall()
+        return {r[0]: Placeholder(*r[1:]) for r in rows}
+
+    def put_placeholder(self, path: str, record: Placeholder) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM online_only WHERE placeholder = ?", (record.placeholder,))
+            db.execute("INSERT OR REPLACE INTO online_only VALUES (?, ?, ?, ?, ?)",
+                       (path, record.placeholder, record.inode, record.size, record.mtime_ns))
+
+    def drop_placeholder(self, path: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM online_only WHERE path = ?", (path,))
+
+    def folder_policies(self) -> dict[str, str]:
+        """Folder -> 'online-only' (new files arrive as placeholders) or 'offline' (pinned)."""
+        with self._lock:
+            return dict(self._db.execute("SELECT path, policy FROM folder_policy").fetchall())
+
+    def set_folder_policy(self, path: str, policy: str) -> None:
+        """Set a folder's policy; the ones set inside it before give way to it."""
+        with self.transaction() as db:
+            if path:
+                db.execute("DELETE FROM folder_policy WHERE path = ? OR substr(path, 1, ?) = ?",
+                           (path, len(path) + 1, path + "/"))
+            else:
+                db.execute("DELETE FROM folder_policy")
+            db.execute("INSERT INTO folder_policy VALUES (?, ?)", (path, policy))

@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from tandem.fileio import write_atomically, write_batch_atomically
+from tandem.fileio import sync_folder, write_atomically, write_batch_atomically
 
 _KEY_RE = re.compile(r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
 
@@ -38,7 +38,7 @@ class LocalBlobStore:
         if len(fresh) == 1:
             path, data = fresh[0]
             write_atomically(path, data, temp_dir=self._tmp)
-            _sync_folder(path.parent)
+            sync_folder(path.parent)
         elif fresh:
             write_batch_atomically(fresh, self._tmp)
 
@@ -72,11 +72,3 @@ class LocalBlobStore:
         path = self._path(key)
         return path if path.exists() else None
 
-
-def _sync_folder(folder: Path) -> None:
-    """Make a rename into `folder` durable."""
-    dir_fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
