@@ -1,0 +1,236 @@
+"""Files on demand through the CLI (issue 4, CLI.md `free`, `offline`, `open`, `status`): a real
+server, two devices, real folders. Every rule is a named test; after each, the devices sync and
+the cloud is checked from the other device."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tandem.sync.placeholder import HEADER, MAX_NAME_BYTES
+from tandem.sync.state import StateDB
+from tests.conftest import RunningServer
+from tests.helpers_api import serving
+from tests.sync_helpers import (
+    Device,
+    daemons,
+    link_devices,
+    one_error_line,
+    sync_all,
+    transferred,
+    tree_of,
+    wait_until,
+    write,
+)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: Any) -> Iterator[RunningServer]:
+    with serving(tmp_path_factory) as running:
+        yield running
+
+
+def _pair(server: RunningServer, tmp_path: Path, files: dict[str, bytes]) -> tuple[Device, Device]:
+    a, b = link_devices(server, tmp_path)
+    for relative, data in files.items():
+        write(a.folder, relative, data)
+    sync_all(a, b)
+    return a, b
+
+
+def _ok(device: Device, *args: str) -> str:
+    result = device.run(*args)
+    assert result.returncode == 0, f"{args}: {result.stdout}{result.stderr}"
+    return result.stdout
+
+
+def _status(device: Device, *paths: Path) -> dict[str, Any]:
+    return json.loads(_ok(device, "status", "--json", *map(str, paths)))["paths"]  # type: ignore[no-any-return]
+
+
+def test_free_leaves_a_small_placeholder_and_offline_brings_the_same_bytes_back(
+        server: RunningServer, tmp_path: Path) -> None:
+    content = os.urandom(3_000_000)
+    a, b = _pair(server, tmp_path, {"docs/report.pdf": content, "docs/notes.txt": b"keep"})
+    real, placeholder = b.folder / "docs/report.pdf", b.folder / "docs/report.pdf.tandem"
+
+    _ok(b, "free", str(real))
+    assert not real.exists()
+    text = placeholder.read_bytes()
+    assert text.startswith(HEADER) and len(text) < 1024
+    assert b"report.pdf" in text and b"3,000,000 bytes" in text and b"tandem offline" in text
+    assert _status(b, real, placeholder) == {
+        str(real): {"state": "online-only", "file": "docs/report.pdf"},
+        str(placeholder): {"state": "online-only", "file": "docs/report.pdf"}}
+    sync_all(b, a, b)
+    assert (a.folder / "docs/report.pdf").read_bytes() == content  # the cloud is untouched
+    assert transferred(b.synced()) == (0, 0)
+
+    _ok(b, "offline", str(placeholder))
+    assert real.read_bytes() == content and not placeholder.exists()
+    sync_all(b, a)
+    assert tree_of(a.folder) == tree_of(b.folder)
+
+
+def test_free_is_refused_for_local_changes_conflicts_and_outside_paths(
+        server: RunningServer, tmp_path: Path) -> None:
+    a, b = _pair(server, tmp_path, {"a.txt": b"one", "c (conflicted copy, x, 2026-01-01 0000).txt":
+                                    b"copy"})
+    edited = write(b.folder, "a.txt", b"changed here, not uploaded")
+    for path, words in [(edited, "not uploaded"),
+                        (b.folder / "c (conflicted copy, x, 2026-01-01 0000).txt", "conflicted"),
+                        (tmp_path / "elsewhere.txt", "not inside the sync folder")]:
+        before = tree_of(b.folder)
+        result = b.run("free", str(path))
+        assert result.returncode == 1 and words in one_error_line(result), result.stderr
+        assert tree_of(b.folder) == before
+    b.synced()
+    sync_all(a)
+    assert (a.folder / "a.txt").read_bytes() == b"changed here, not uploaded"
+
+
+def test_a_freed_folder_keeps_new_files_online_only_and_a_pinned_one_brings_them(
+        server: RunningServer, tmp_path: Path) -> None:
+    a, b = _pair(server, tmp_path, {"photos/1.jpg": b"one" * 1000, "photos/sub/2.jpg": b"two"})
+    _ok(b, "free", str(b.folder / "photos"))
+    assert sorted(tree_of(b.folder / "photos")) == ["1.jpg.tandem", "sub", "sub/2.jpg.tandem"]
+
+    write(a.folder, "photos/sub/3.jpg", b"three")
+    sync_all(a, b)
+    assert (b.folder / "photos/sub/3.jpg.tandem").read_bytes().startswith(HEADER)
+    assert not (b.folder / "photos/sub/3.jpg").exists()
+
+    _ok(b, "offline", str(b.folder / "photos"))
+    write(a.folder, "photos/4.jpg", b"four")
+    sync_all(a, b)
+    assert tree_of(b.folder) == tree_of(a.folder)
+
+
+def test_a_real_file_named_like_a_placeholder_is_an_ordinary_file(
+        server: RunningServer, tmp_path: Path) -> None:
+    a, b = _pair(server, tmp_path, {"x.tandem": b"just a file", "x": b"the other one"})
+    assert (b.folder / "x.tandem").read_bytes() == b"just a file"
+    result = b.run("free", str(b.folder / "x"))  # its placeholder name is taken
+    assert result.returncode == 1 and "in the way" in one_error_line(result)
+    write(b.folder, "x.tandem", b"edited")
+    sync_all(b, a)
+    assert (a.folder / "x.tandem").read_bytes() == b"edited"
+    assert (a.folder / "x").read_bytes() == b"the other one"
+
+
+def test_a_long_name_gets_a_shortened_placeholder_and_comes_back_whole(
+        server: RunningServer, tmp_path: Path) -> None:
+    name = "é" * 120 + ".pdf"  # 244 bytes: with ".tandem" over the 255-byte limit
+    a, b = _pair(server, tmp_path, {name: b"long"})
+    _ok(b, "free", str(b.folder / name))
+    [placeholder] = [p for p in b.folder.iterdir() if p.name != ".tandem"]
+    assert len(placeholder.name.encode()) <= MAX_NAME_BYTES and placeholder.name.endswith(".tandem")
+    _ok(b, "offline", str(placeholder))
+    assert (b.folder / name).read_bytes() == b"long"
+    sync_all(b, a)
+    assert tree_of(a.folder) == tree_of(b.folder)
+
+
+def test_renaming_moving_and_deleting_placeholders_act_on_the_cloud_files(
+        server: RunningServer, tmp_path: Path) -> None:
+    a, b = _pair(server, tmp_path, {"r.bin": b"rename me", "m.bin": b"move me", "d.bin": b"delete me"})
+    _ok(b, "free", str(b.folder / "r.bin"), str(b.folder / "m.bin"), str(b.folder / "d.bin"))
+    (b.folder / "r.bin.tandem").rename(b.folder / "renamed.bin.tandem")
+    (b.folder / "inner").mkdir()
+    (b.folder / "m.bin.tandem").rename(b.folder / "inner/m.bin.tandem")
+    (b.folder / "d.bin.tandem").unlink()
+    sync_all(b, a)
+    assert tree_of(a.folder) == {"renamed.bin": b"rename me", "inner": "DIR",
+                                 "inner/m.bin": b"move me"}
+    sent, _ = transferred(b.synced())
+    assert sent == 0
+    # The deleted one is in the trash, byte-identical.
+    _ok(a, "trash", "restore", str(a.folder / "d.bin"))
+    sync_all(a)
+    assert (a.folder / "d.bin").read_bytes() == b"delete me"
+
+
+def test_real_bytes_over_a_placeholder_upload_as_a_new_version_never_the_text(
+        server: RunningServer, tmp_path: Path) -> None:
+    a, b = _pair(server, tmp_path, {"doc.txt": b"version one"})
+    _ok(b, "free", str(b.folder / "doc.txt"))
+    write(b.folder, "doc.txt.tandem", b"version two, copied over the placeholder")
+    sync_all(b, a)
+    assert (a.folder / "doc.txt").read_bytes() == b"version two, copied over the placeholder"
+    assert (b.folder / "doc.txt").read_bytes() == b"version two, copied over the placeholder"
+    assert not (b.folder / "doc.txt.tandem").exists()
+    versions = json.loads(_ok(a, "versions", str(a.folder / "doc.txt"), "--json"))["versions"]
+    assert len(versions) == 2
+
+
+def test_placeholder_text_saved_again_is_never_uploaded(server: RunningServer,
+                                                        tmp_path: Path) -> None:
+    a, b = _pair(server, tmp_path, {"doc.txt": b"the content"})
+    _ok(b, "free", str(b.folder / "doc.txt"))
+    placeholder = b.folder / "doc.txt.tandem"
+    placeholder.write_bytes(placeholder.read_bytes() + b"a note the user typed\n")
+    sync_all(b, a, b)
+    assert (a.folder / "doc.txt").read_bytes() == b"the content"
+    assert _status(b, placeholder)[str(placeholder)]["state"] == "online-only"
+
+
+def test_a_cloud_edit_updates_the_placeholder_and_downloads_nothing(
+        server: RunningServer, tmp_path: Path) -> None:
+    a, b = _pair(server, tmp_path, {"big.bin": os.urandom(100_000)})
+    _ok(b, "free", str(b.folder / "big.bin"))
+    write(a.folder, "big.bin", os.urandom(250_000))
+    a.synced()
+    assert transferred(b.synced()) == (0, 0)
+    assert b"250,000 bytes" in (b.folder / "big.bin.tandem").read_bytes()
+    _ok(b, "offline", str(b.folder / "big.bin.tandem"))
+    assert (b.folder / "big.bin").read_bytes() == (a.folder / "big.bin").read_bytes()
+
+
+def test_a_placeholder_that_cannot_be_made_deletes_nothing(server: RunningServer,
+                                                           tmp_path: Path) -> None:
+    a, b = _pair(server, tmp_path, {"inbox/old.txt": b"old"})
+    _ok(b, "free", str(b.folder / "inbox"))
+    write(b.folder, "inbox/new.txt.tandem", b"a real file in the way")
+    write(a.folder, "inbox/new.txt", b"new")
+    a.synced()
+    result = b.sync()
+    assert result.returncode == 1 and "in the way" in result.stderr
+    sync_all(a)
+    assert (a.folder / "inbox/new.txt").read_bytes() == b"new"
+    assert (a.folder / "inbox/new.txt.tandem").read_bytes() == b"a real file in the way"
+
+
+def test_an_interrupted_offline_converges_with_nothing_deleted(server: RunningServer,
+                                                               tmp_path: Path) -> None:
+    """The state a kill -9 leaves between linking the file in and recording it: the file and
+    its placeholder both there, the record still saying online-only. The real file wins."""
+    a, b = _pair(server, tmp_path, {"f.bin": b"precious"})
+    _ok(b, "free", str(b.folder / "f.bin"))
+    write(b.folder, "f.bin", b"precious")
+    sync_all(b, a, b)
+    assert tree_of(b.folder) == {"f.bin": b"precious"} == tree_of(a.folder)
+    state = StateDB(b.home / "state.db")
+    try:
+        assert state.placeholders() == {}
+    finally:
+        state.close()
+
+
+def test_free_and_offline_go_through_a_running_daemon(server: RunningServer,
+                                                      tmp_path: Path) -> None:
+    a, b = _pair(server, tmp_path, {"v.bin": b"video" * 10_000})
+    with daemons(b):
+        wait_until(lambda: (b.home / "control.sock").exists(), timeout=30, what="the socket")
+        _ok(b, "free", str(b.folder / "v.bin"))
+        assert (b.folder / "v.bin.tandem").exists() and not (b.folder / "v.bin").exists()
+        reply = json.loads(_ok(b, "status", "--json"))
+        assert reply["daemon"] is True and reply["online_only"] == 1
+        _ok(b, "offline", str(b.folder / "v.bin.tandem"))
+        assert (b.folder / "v.bin").read_bytes() == b"video" * 10_000
+    sync_all(a)
+    assert tree_of(a.folder) == tree_of(b.folder)
