@@ -234,3 +234,29 @@ def test_free_and_offline_go_through_a_running_daemon(server: RunningServer,
         assert (b.folder / "v.bin").read_bytes() == b"video" * 10_000
     sync_all(a)
     assert tree_of(a.folder) == tree_of(b.folder)
+
+
+def test_status_shows_a_large_upload_as_syncing_while_it_runs(server: RunningServer,
+                                                               tmp_path: Path) -> None:
+    a, b = link_devices(server, tmp_path)
+    big = a.folder / "big.bin"
+    seen: list[dict[str, Any]] = []
+
+    def syncing() -> bool:
+        state = _status(a, big)[str(big)]
+        seen.append(state)
+        return state["state"] == "syncing"
+
+    with daemons(a):
+        wait_until(lambda: (a.home / "control.sock").exists(), timeout=30, what="the socket")
+        staged = tmp_path / "staged.bin"  # written outside, then moved in whole
+        with open(staged, "wb") as handle:
+            for _ in range(48):
+                handle.write(os.urandom(4 * 1024 * 1024))
+        staged.rename(big)
+        wait_until(syncing, timeout=120, interval=0.01, what="`syncing` in the status")
+        assert seen[-1]["bytes_total"] == 192 * 1024 * 1024
+        wait_until(lambda: _status(a, big)[str(big)]["state"] == "synced", timeout=180,
+                   interval=0.2, what="the upload to finish")
+    b.synced()
+    assert (b.folder / "big.bin").read_bytes() == big.read_bytes()
