@@ -12,7 +12,13 @@ from pathlib import Path
 import pytest
 
 from tandem.desktop import install
-from tandem.desktop.install import MIME_TYPE, desktop_entry, exec_argument, install_desktop_integration
+from tandem.desktop.install import (
+    MIME_TYPE,
+    desktop_entry,
+    ensure_desktop_integration,
+    exec_argument,
+    install_desktop_integration,
+)
 
 MIME_NS = "{http://www.freedesktop.org/standards/shared-mime-info}"
 
@@ -121,3 +127,12 @@ def test_cache_commands_that_hang_are_bounded(tmp_path: Path, monkeypatch: pytes
     start = time.monotonic()
     assert len(install_desktop_integration(tmp_path / "data")) == 2
     assert time.monotonic() - start < 3  # the sleeping grandchild is not waited for
+
+
+def test_ensure_installs_once_and_only_in_a_desktop_session(tmp_path: Path) -> None:
+    data_home = tmp_path / "share"
+    assert ensure_desktop_integration({"XDG_DATA_HOME": str(data_home)}, "/usr/bin/tandem") == []
+    assert not data_home.exists()
+    desktop = {"XDG_DATA_HOME": str(data_home), "DISPLAY": ":0"}
+    assert len(ensure_desktop_integration(desktop, "/usr/bin/tandem")) == 2
+    assert ensure_desktop_integration(desktop, "/usr/bin/tandem") == []  # already there

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import click
@@ -16,6 +17,7 @@ import click
 from tandem.cli.common import friendly_errors, home
 from tandem.cli.sync import acquire_lock, open_state
 from tandem.client.account import Session
+from tandem.desktop.install import ensure_desktop_integration
 from tandem.sync.control import ask
 from tandem.sync.engine import Engine
 from tandem.sync.model import normalize
@@ -81,6 +83,7 @@ def free(paths: tuple[Path, ...]) -> None:
     """Free up space: keep PATHs in the cloud only, with a placeholder in the folder."""
     _, wanted, problems = _run("free", paths)
     _report("Online-only now", wanted, problems)
+    ensure_desktop_integration(os.environ, shutil.which("tandem") or sys.argv[0])
 
 
 @click.command()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import subprocess
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 
@@ -78,3 +79,16 @@ def _refresh_cache(command: str, folder: Path) -> None:
         # No pipes: a killed command's children holding them open would outlast the timeout.
         subprocess.run([program, str(folder)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL, timeout=_CACHE_TIMEOUT, check=False)
+
+
+def ensure_desktop_integration(environ: Mapping[str, str], tandem_command: str) -> list[Path]:
+    """Install once per user, and only in a desktop session (a display to double-click on):
+    placeholders then open with `tandem open`. Failures are ignored: it is a convenience."""
+    if not (environ.get("DISPLAY") or environ.get("WAYLAND_DISPLAY")):
+        return []
+    data_home = Path(environ.get("XDG_DATA_HOME") or Path(environ.get("HOME", "~")) / ".local/share")
+    if (data_home.expanduser() / "applications" / DESKTOP_FILE).exists():
+        return []
+    with contextlib.suppress(OSError, ValueError):
+        return install_desktop_integration(data_home.expanduser(), tandem_command)
+    return []
