@@ -260,3 +260,23 @@ def test_status_shows_a_large_upload_as_syncing_while_it_runs(server: RunningSer
                    interval=0.2, what="the upload to finish")
     b.synced()
     assert (b.folder / "big.bin").read_bytes() == big.read_bytes()
+
+
+def test_status_names_each_state_with_its_detail(server: RunningServer, tmp_path: Path) -> None:
+    a, b = _pair(server, tmp_path, {"synced.txt": b"s", "free.txt": b"f", "both.txt": b"v1"})
+    _ok(b, "free", str(b.folder / "free.txt"))
+    write(b.folder, ".tandemignore", "*.log\n")
+    write(b.folder, "debug.log", b"ignored")
+    write(a.folder, "both.txt", b"edited on a")
+    a.synced()
+    write(b.folder, "both.txt", b"edited on b")
+    b.synced()  # the conflicted copy is made, and the new files are sent
+    write(b.folder, "new.txt", b"not synced yet")
+    copies = [p for p in b.folder.iterdir() if "(conflicted copy, " in p.name]
+    states = _status(b, b.folder / "synced.txt", b.folder / "free.txt.tandem",
+                     b.folder / "debug.log", copies[0], b.folder / "new.txt")
+    assert states[str(b.folder / "synced.txt")] == {"state": "synced"}
+    assert states[str(b.folder / "free.txt.tandem")]["state"] == "online-only"
+    assert states[str(b.folder / "debug.log")] == {"state": "ignored", "reason": "*.log"}
+    assert states[str(copies[0])]["state"] == "conflict"
+    assert states[str(b.folder / "new.txt")] == {"state": "pending", "direction": "upload"}

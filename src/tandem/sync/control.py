@@ -32,6 +32,7 @@ from typing import Any
 
 from tandem.client.account import Session
 from tandem.sync import ondemand, planner
+from tandem.sync.ignore import IgnoreFileError, IgnoreRules
 from tandem.sync.live import LiveStatus, in_flight
 from tandem.sync.remote import RemoteMirror
 from tandem.sync.state import StateDB
@@ -444,7 +445,18 @@ def path_state(info: dict[str, Any], relative: str,
         return {"state": "conflict"}
     if relative in info["_synced"]:
         return {"state": "synced"}
-    return {"state": "ignored", "reason": "not in the synced folder's tree (ignored or not synced yet)"}
+    folder = info.get("folder")
+    if folder:
+        disk = Path(folder) / relative
+        with contextlib.suppress(OSError, IgnoreFileError):
+            if disk.is_symlink():
+                return {"state": "ignored", "reason": "symbolic link (not synced)"}
+            rule = IgnoreRules.load(Path(folder)).match(relative, disk.is_dir())
+            if rule is not None:
+                return {"state": "ignored", "reason": rule}
+            if disk.exists():  # new since the last scan: the next pass sends it
+                return {"state": "pending", "direction": "upload"}
+    return {"state": "ignored", "reason": "not in the synced folder's tree"}
 
 
 def status_handler(state: StateDB, session: Session, live: LiveStatus) -> Handler:

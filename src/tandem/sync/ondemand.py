@@ -103,8 +103,11 @@ def overlay(local: LocalTree, records: dict[str, Placeholder], synced: SyncedTre
         base = synced.get(path)
         here = local.get(record.placeholder)
         at_home = virtual_path(path, record) == path
-        if at_home and path in local and path != record.placeholder:
-            # The real file is back (an interrupted free or offline): it wins.
+        real = local.get(path)
+        if (at_home and real is not None and path not in claimed
+                and not unchanged(real, record)):
+            # The real file is back (an interrupted free or offline): it wins. (Not when what
+            # stands there is a placeholder: this one renamed, or another file's.)
             _remove(result, path, record, here)
         elif base is None or base.kind != "file":
             # The cloud file is gone (deleted here or there) and the plan that did it is done.
