@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -280,3 +282,30 @@ def test_status_names_each_state_with_its_detail(server: RunningServer, tmp_path
     assert states[str(b.folder / "debug.log")] == {"state": "ignored", "reason": "*.log"}
     assert states[str(copies[0])]["state"] == "conflict"
     assert states[str(b.folder / "new.txt")] == {"state": "pending", "direction": "upload"}
+
+
+def test_kill_9_of_the_daemon_during_a_free_deletes_nothing_and_converges(
+        server: RunningServer, tmp_path: Path) -> None:
+    files = {f"album/{i:03d}.jpg": os.urandom(2000 + i) for i in range(300)}
+    a, b = _pair(server, tmp_path, files)
+    env = {**os.environ, "TANDEM_HOME": str(b.home)}
+    with daemons(b) as [daemon]:
+        wait_until(lambda: (b.home / "control.sock").exists(), timeout=30, what="the socket")
+        freeing = subprocess.Popen([sys.executable, "-m", "tandem", "free", str(b.folder / "album")],
+                                   env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_until(lambda: any(p.name.endswith(".tandem") for p in (b.folder / "album").iterdir()),
+                       timeout=60, interval=0.005, what="the first placeholder")
+            daemon.kill()
+            daemon.wait(timeout=10)
+        finally:
+            freeing.wait(timeout=60)
+    sync_all(b, a, b)
+    assert tree_of(a.folder) == {"album": "DIR", **files}  # nothing deleted in the cloud
+    for relative, data in files.items():  # each file is either here or a placeholder
+        real, placeholder = b.folder / relative, b.folder / (relative + ".tandem")
+        assert real.exists() != placeholder.exists(), relative
+        assert not real.exists() or real.read_bytes() == data
+    assert transferred(b.synced()) == (0, 0)
+    _ok(b, "offline", str(b.folder / "album"))
+    assert tree_of(b.folder) == tree_of(a.folder)

@@ -35,12 +35,13 @@ class Overlay:
     dropped: list[str] = field(default_factory=list)
     remove_files: dict[str, Placeholder] = field(default_factory=dict)
     materialize: dict[str, str] = field(default_factory=dict)
+    unsettled: dict[str, Placeholder] = field(default_factory=dict)
 
     @property
     def needs_disk(self) -> bool:
         """Whether fixups must touch the disk (then the paths are scanned again before any
         plan: until then a materialized file would look deleted)."""
-        return bool(self.remove_files or self.materialize)
+        return bool(self.remove_files or self.materialize or self.unsettled)
 
 
 def unchanged(entry: LocalEntry | None, record: Placeholder) -> bool:
@@ -102,6 +103,10 @@ def overlay(local: LocalTree, records: dict[str, Placeholder], synced: SyncedTre
     for path, record in records.items():
         base = synced.get(path)
         here = local.get(record.placeholder)
+        if record.inode == 0:  # its writing was interrupted: settled on disk before any plan
+            tree.pop(record.placeholder, None)
+            result.unsettled[path] = record
+            continue
         at_home = virtual_path(path, record) == path
         real = local.get(path)
         if (at_home and real is not None and path not in claimed

@@ -15,6 +15,7 @@ import errno
 import os
 import stat
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from tandem.client.transfer import NEW_FILE_MODE, Transfers
@@ -46,17 +47,18 @@ class Placeholders:
     # ---- what the executor does to online-only files --------------------------------------
 
     def place(self, path: str, remote: RemoteEntry, record: Placeholder | None) -> None:
-        """Write (or rewrite, after a change in the cloud) the placeholder for `path`."""
-        target = placeholder_path(path)
+        """Write the placeholder for `path`, or rewrite it where it is after a change in the
+        cloud (a rewrite replaces it atomically, so it never disappears)."""
         if record is not None:
             self._check_unchanged(record)
-        if (record is None or record.placeholder != target) and os.path.lexists(self.root / target):
-            raise OSError(errno.EEXIST, f"a file named {name_of(target)} is in the way of the"
-                          " placeholder", str(self.root / target))
+            target = record.placeholder
+        else:
+            target = placeholder_path(path)
+            if os.path.lexists(self.root / target):
+                raise OSError(errno.EEXIST, f"a file named {name_of(target)} is in the way of"
+                              " the placeholder", str(self.root / target))
+            self._intend(path, target)
         new = self._write(target, remote)
-        if record is not None and record.placeholder != target:
-            (self.root / record.placeholder).unlink(missing_ok=True)
-            self.state.forget_local([record.placeholder])
         with self.state.transaction():
             self.state.put_placeholder(path, new)
             self.state.record_synced([(path, SyncedEntry(remote.node_id, "file", remote.rev,
@@ -64,20 +66,20 @@ class Placeholders:
                                                          remote.mtime_ns))])
 
     def move(self, path: str, to: str, remote: RemoteEntry, record: Placeholder) -> None:
-        """The file moved in the cloud: its placeholder moves (rewritten with the new name)."""
+        """The file moved in the cloud: its placeholder is renamed to match (the same inode,
+        so a crash at any point leaves it recognisable by `ondemand.overlay`)."""
         self._check_unchanged(record)
-        target = placeholder_path(to)
+        source, target = self.root / record.placeholder, placeholder_path(to)
+        self.paths.check_inside(self.root / target)
         if os.path.lexists(self.root / target):
             raise PreconditionFailed(path)
-        new = self._write(target, remote)
-        (self.root / record.placeholder).unlink(missing_ok=True)
+        (self.root / target).parent.mkdir(parents=True, exist_ok=True)
+        os.rename(source, self.root / target)
+        sync_folder((self.root / target).parent)
         with self.state.transaction():
             self.state.forget_local([record.placeholder])
             self.state.move_synced(path, to, remote.rev)
-            self.state.put_placeholder(to, new)
-            self.state.record_synced([(to, SyncedEntry(remote.node_id, "file", remote.rev,
-                                                       remote.content, new.inode, remote.size,
-                                                       remote.mtime_ns))])
+            self.state.put_placeholder(to, replace(record, placeholder=target))
 
     def delete(self, path: str, record: Placeholder) -> None:
         """The file was deleted in the cloud: its placeholder goes."""
@@ -99,6 +101,8 @@ class Placeholders:
                 disk.unlink(missing_ok=True)
         for path in view.dropped:
             self.state.drop_placeholder(path)
+        for path, record in view.unsettled.items():
+            self._settle(path, record)
         records = self.state.placeholders()
         for placeholder, path in view.materialize.items():
             record = records.get(path)
@@ -119,7 +123,24 @@ class Placeholders:
                 os.rename(source, target)
             self.state.drop_placeholder(path)
         return sorted({parent_of(r.placeholder) for r in view.remove_files.values()}
-                      | {parent_of(p) for p in view.materialize})
+                      | {parent_of(p) for p in view.materialize}
+                      | {parent_of(r.placeholder) for r in view.unsettled.values()})
+
+    def _settle(self, path: str, record: Placeholder) -> None:
+        """A placeholder whose writing was interrupted: kept if it is placeholder text and its
+        file is not here (the cloud file stays online-only), removed if the real file is
+        here, forgotten if anything else stands there."""
+        disk = self.root / record.placeholder
+        self.paths.check_inside(disk)
+        now = _stat_entry(disk)
+        if now is None or now.kind != "file" or not _reads_as_placeholder(disk):
+            self.state.drop_placeholder(path)
+        elif os.path.lexists(self.root / path):
+            disk.unlink()
+            self.state.drop_placeholder(path)
+        else:
+            self.state.put_placeholder(path, Placeholder(record.placeholder, now.inode, now.size,
+                                                         now.mtime_ns))
 
     # ---- free and offline (the user's commands) -------------------------------------------
 
@@ -138,6 +159,7 @@ class Placeholders:
         target = placeholder_path(path)
         if os.path.lexists(self.root / target):
             raise OnDemandError(f"a file named {name_of(target)} is in the way")
+        self._intend(path, target)
         new = self._write(target, remote)
         with self.state.transaction():
             self.state.put_placeholder(path, new)
@@ -194,6 +216,12 @@ class Placeholders:
             self.state.forget_local([record.placeholder])
 
     # ---- helpers --------------------------------------------------------------------------
+
+    def _intend(self, path: str, target: str) -> None:
+        """Record a placeholder about to be written (stat unknown: inode 0). A crash before it
+        is recorded for real leaves a file `ondemand.overlay` still knows as a placeholder, so
+        its text is never taken for a user's file."""
+        self.state.put_placeholder(path, Placeholder(target, 0, 0, 0))
 
     def _check_unchanged(self, record: Placeholder) -> None:
         disk = self.root / record.placeholder
