@@ -310,6 +310,8 @@ class HoldingProxy:
         self.target = (target.hostname or "127.0.0.1", target.port or 80)
         self.marker = marker
         self.holding = False
+        #: While set, every new connection gets a 503 and is closed (a server in trouble).
+        self.failing = False
         self.held = 0
         self._released = threading.Event()
         self._lock = threading.Lock()
@@ -339,6 +341,13 @@ class HoldingProxy:
         while True:
             try:
                 client, _ = self._listener.accept()
+                if self.failing:
+                    with suppress(OSError):
+                        client.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0"
+                                       b"\r\nConnection: close\r\n\r\n")
+                        client.shutdown(socket.SHUT_RDWR)
+                    client.close()
+                    continue
                 upstream = socket.create_connection(self.target, timeout=30)
             except OSError:
                 return
