@@ -7,6 +7,7 @@ can compare them key by key (DESIGN.md, "three trees").
 
 from __future__ import annotations
 
+import functools
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -88,8 +89,9 @@ class RemoteEntry:
     mtime_ns: int = 0
     manifest: Manifest = ()
 
-    @property
+    @functools.cached_property
     def content(self) -> str | None:
+        """Computed once per entry: the planner asks for it on every path of every pass."""
         return content_id(self.manifest) if self.kind == "file" else None
 
 

@@ -36,6 +36,8 @@ class RemoteMirror:
         self.keys = keys
         self.state = state
         self.nodes: dict[str, RemoteNode] = state.remote_nodes()
+        #: The last `tree()`, until the nodes change (a daemon's pass would rebuild it each time).
+        self._tree: tuple[RemoteTree, dict[str, str]] | None = None
 
     def _node(self, raw: dict[str, Any]) -> RemoteNode:
         name = None
@@ -78,10 +80,12 @@ class RemoteMirror:
         nodes = [self._node(raw) for raw in listed]
         self.state.update_remote(nodes, (), cursor, replace_all=True)
         self.nodes = {n.node_id: n for n in nodes}
+        self._tree = None
 
     def apply(self, changes: Iterable[dict[str, Any]], cursor: int | None = None) -> None:
         """Apply journal entries (or our own commits' results, with `cursor` None)."""
         upserts, deletions = [], []
+        self._tree = None
         for raw in changes:
             if raw["state"] == "live":
                 node = self._node(raw)
@@ -95,6 +99,7 @@ class RemoteMirror:
     def record(self, nodes: Iterable[RemoteNode], deleted: Iterable[str] = ()) -> None:
         """Our own commits, known before the journal tells us (the cursor stays put)."""
         nodes, deleted = list(nodes), list(deleted)
+        self._tree = None
         for node in nodes:
             self.nodes[node.node_id] = node
         for node_id in deleted:
@@ -103,6 +108,12 @@ class RemoteMirror:
 
     def tree(self) -> tuple[RemoteTree, dict[str, str]]:
         """Paths of every reachable node, and a problem per node that cannot be placed."""
+        if self._tree is None:
+            self._tree = self._build_tree()
+        tree, problems = self._tree
+        return dict(tree), dict(problems)
+
+    def _build_tree(self) -> tuple[RemoteTree, dict[str, str]]:
         children: dict[str, list[RemoteNode]] = {}
         for node in self.nodes.values():
             if node.parent_id is not None:

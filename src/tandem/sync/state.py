@@ -74,6 +74,10 @@ class StateDB:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._lock = threading.RLock()
+        # The local and synced trees as last read or written: a daemon's pass would otherwise
+        # read thousands of rows twice. Writes keep them current; a rollback drops them.
+        self._local: LocalTree | None = None
+        self._synced: SyncedTree | None = None
         self._db.executescript(_SCHEMA)
 
     def close(self) -> None:
@@ -93,6 +97,7 @@ class StateDB:
                 yield self._db
                 self._db.execute("COMMIT")
             except BaseException:
+                self._local = self._synced = None
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
                 raise
@@ -140,9 +145,11 @@ class StateDB:
 
     def local_tree(self) -> LocalTree:
         with self._lock:
-            rows = self._db.execute("SELECT path, kind, size, mtime_ns, ctime_ns, inode, content,"
-                                    " disk_name, hashed_at_ns FROM local_entries").fetchall()
-        return {r[0]: LocalEntry(*r[1:]) for r in rows}
+            if self._local is None:
+                rows = self._db.execute("SELECT path, kind, size, mtime_ns, ctime_ns, inode,"
+                                        " content, disk_name, hashed_at_ns FROM local_entries")
+                self._local = {r[0]: LocalEntry(*r[1:]) for r in rows.fetchall()}
+            return dict(self._local)
 
     def save_local(self, previous: LocalTree, tree: LocalTree) -> None:
         """Write only what changed since `previous` (what the DB held)."""
@@ -155,25 +162,38 @@ class StateDB:
             db.executemany("DELETE FROM local_entries WHERE path = ?", gone)
             db.executemany("INSERT OR REPLACE INTO local_entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                            changed)
+            if self._local is not None:
+                for (path,) in gone:
+                    self._local.pop(path, None)
+                self._local.update((row[0], tree[row[0]]) for row in changed)
 
     def put_local(self, items: Iterable[tuple[str, LocalEntry]]) -> None:
         """Record entries the executor knows without a scan (a file it just placed)."""
+        items = list(items)
         with self.transaction() as db:
+            if self._local is not None:
+                self._local.update(items)
             db.executemany("INSERT OR REPLACE INTO local_entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                            [(p, e.kind, e.size, e.mtime_ns, e.ctime_ns, e.inode, e.content,
                              e.disk_name, e.hashed_at_ns) for p, e in items])
 
     def forget_local(self, paths: Iterable[str]) -> None:
+        paths = list(paths)
         with self.transaction() as db:
+            for path in paths:
+                if self._local is not None:
+                    self._local.pop(path, None)
             db.executemany("DELETE FROM local_entries WHERE path = ?", [(p,) for p in paths])
 
     # ---- synced tree ----------------------------------------------------------------------
 
     def synced_tree(self) -> SyncedTree:
         with self._lock:
-            rows = self._db.execute("SELECT path, node_id, kind, rev, content, inode, size,"
-                                    " mtime_ns FROM synced").fetchall()
-        return {r[0]: SyncedEntry(*r[1:]) for r in rows}
+            if self._synced is None:
+                rows = self._db.execute("SELECT path, node_id, kind, rev, content, inode, size,"
+                                        " mtime_ns FROM synced")
+                self._synced = {r[0]: SyncedEntry(*r[1:]) for r in rows.fetchall()}
+            return dict(self._synced)
 
     def synced_entry(self, path: str) -> SyncedEntry | None:
         with self._lock:
@@ -182,18 +202,26 @@ class StateDB:
         return SyncedEntry(*row) if row else None
 
     def record_synced(self, items: Iterable[tuple[str, SyncedEntry]]) -> None:
+        items = list(items)
         with self.transaction() as db:
+            if self._synced is not None:
+                self._synced.update(items)
             db.executemany("INSERT OR REPLACE INTO synced VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                            [(p, e.node_id, e.kind, e.rev, e.content, e.inode, e.size, e.mtime_ns)
                             for p, e in items])
 
     def forget_synced(self, paths: Iterable[str]) -> None:
+        paths = list(paths)
         with self.transaction() as db:
+            for path in paths:
+                if self._synced is not None:
+                    self._synced.pop(path, None)
             db.executemany("DELETE FROM synced WHERE path = ?", [(p,) for p in paths])
 
     def forget_synced_subtree(self, path: str) -> None:
         """Forget `path` and everything under it ('' is the whole tree)."""
         with self.transaction() as db:
+            self._synced = None
             if not path:
                 db.execute("DELETE FROM synced")
                 return
@@ -203,6 +231,7 @@ class StateDB:
     def move_synced(self, old: str, new: str, rev: int | None = None) -> None:
         """Re-key a synced entry and everything under it after a move (either side)."""
         with self.transaction() as db:
+            self._synced = None
             rows = db.execute("SELECT path, node_id, kind, rev, content, inode, size, mtime_ns"
                               " FROM synced WHERE path = ? OR substr(path, 1, ?) = ?",
                               (old, len(old) + 1, old + "/")).fetchall()
