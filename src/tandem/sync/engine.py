@@ -35,7 +35,7 @@ from tandem.sync.model import (
     SyncedEntry,
     SyncedTree,
     is_within,
-    parent_of,
+    within_any,
 )
 from tandem.sync.ondemand_io import OnDemandError
 from tandem.sync.remote import RemoteMirror
@@ -219,21 +219,22 @@ class Engine:
         return self._rules_cache
 
     def _unignored(self, tree: dict[str, T], skip: set[str]) -> dict[str, T]:
-        """`tree` without the paths ignored here, and what is under them (rule answers are
-        remembered until the rules change: this runs on every path of every pass)."""
+        """`tree` without the paths ignored here, and what is under them. A rule's answer
+        already covers a path's folders and is remembered until the rules change; `skip`
+        (what this scan found ignored) is looked up by ancestor. Runs on every path of every
+        pass, so the common case (nothing ignored) costs one lookup per path and no copy."""
         rules, cache = self._rules(), self._ignored_cache
-        ignored: set[str] = set()
-        kept: dict[str, T] = {}
-        for path in sorted(tree, key=lambda p: (p.count("/"), p)):
-            entry = tree[path]
+
+        def ignored(path: str, entry: T) -> bool:
             key = (path, entry.kind == "folder")
-            if key not in cache:
-                cache[key] = rules.match(path, key[1]) is not None
-            if parent_of(path) in ignored or path in skip or cache[key]:
-                ignored.add(path)
-                continue
-            kept[path] = entry
-        return kept
+            hit = cache.get(key)
+            if hit is None:
+                hit = cache[key] = rules.match(path, key[1]) is not None
+            return hit or bool(skip and within_any(path, skip))
+
+        if not any(ignored(path, entry) for path, entry in tree.items()):
+            return tree
+        return {path: entry for path, entry in tree.items() if not ignored(path, entry)}
 
     def _check_mass_delete(self, plan: planner.Plan, synced: dict[str, object]) -> None:
         if self.allow_mass_delete:

@@ -52,6 +52,15 @@ def name_of(path: str) -> str:
     return path.rpartition("/")[2]
 
 
+def within_any(path: str, folders: set[str]) -> bool:
+    """Whether `path` or one of its folders is in `folders` (the root '' is not checked)."""
+    while path:
+        if path in folders:
+            return True
+        path = parent_of(path)
+    return False
+
+
 def is_within(path: str, folder: str) -> bool:
     """True if `path` is `folder` or inside it ('' is the root, which holds everything)."""
     return not folder or path == folder or path.startswith(folder + "/")

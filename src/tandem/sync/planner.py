@@ -142,12 +142,13 @@ class Plan:
         return [op.path for op in self.ops if isinstance(op, ConflictCopy)]
 
 
-def _depth(path: str) -> int:
-    return path.count("/")
-
-
 def _by_depth(paths: Iterable[str]) -> list[str]:
-    return sorted(paths, key=lambda p: (_depth(p), p))
+    """Shallow paths first, each depth in name order (a plain sort, then a stable bucket pass:
+    far cheaper than a key function on every path of every pass)."""
+    levels: dict[int, list[str]] = {}
+    for path in sorted(paths):
+        levels.setdefault(path.count("/"), []).append(path)
+    return [path for depth in sorted(levels) for path in levels[depth]]
 
 
 def plan(synced: SyncedTree, local: LocalTree, remote: RemoteTree) -> Plan:
@@ -306,7 +307,7 @@ def _keep_folders_with_survivors(decisions: dict[str, Op], local: LocalTree,
     A remote folder delete that does go ahead takes its subtree with it (one trash entry)."""
     remote_paths, local_paths = sorted(remote), sorted(local)
     collapsed: set[str] = set()
-    for path in sorted(decisions, key=_depth, reverse=True):
+    for path in sorted(decisions, key=lambda p: p.count("/"), reverse=True):
         op = decisions[path]
         if isinstance(op, DeleteRemote) and remote[path].kind == "folder":
             inside = _descendants(remote_paths, path)

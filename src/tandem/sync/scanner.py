@@ -20,7 +20,16 @@ from pathlib import Path
 from tandem.core.chunking import MIN_CHUNK, iter_chunks
 from tandem.core.crypto import AccountKeys
 from tandem.sync.ignore import IgnoreRules
-from tandem.sync.model import LocalEntry, LocalTree, content_id, join, name_of, normalize, parent_of
+from tandem.sync.model import (
+    LocalEntry,
+    LocalTree,
+    content_id,
+    join,
+    name_of,
+    normalize,
+    parent_of,
+    within_any,
+)
 
 #: A file whose mtime is this close to (or after) the moment its hash was taken may
 #: have been written again within the same timestamp tick, unseen by stat: hash it again
@@ -142,22 +151,12 @@ def _special_kind(mode: int) -> str:
     return "not a regular file or folder (not synced)"
 
 
-def _inside_any(path: str, folders: set[str]) -> bool:
-    """Whether a strict ancestor of `path` is in `folders`."""
-    folder = parent_of(path)
-    while folder:
-        if folder in folders:
-            return True
-        folder = parent_of(folder)
-    return False
-
-
 def _outermost(paths: Iterable[str]) -> list[str]:
     """The paths not inside another one of them: an ancestor's scan covers its descendants."""
     unique = set(paths)
     if "" in unique:
         return [""]
-    return sorted(p for p in unique if not _inside_any(p, unique))
+    return sorted(p for p in unique if not within_any(parent_of(p), unique))
 
 
 def _check_subtree(subtree: str) -> str:
