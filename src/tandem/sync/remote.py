@@ -38,6 +38,8 @@ class RemoteMirror:
         self.nodes: dict[str, RemoteNode] = state.remote_nodes()
         #: The last `tree()`, until the nodes change (a daemon's pass would rebuild it each time).
         self._tree: tuple[RemoteTree, dict[str, str]] | None = None
+        #: Each node's entry, reused while the node is the same (its content id is computed once).
+        self._entries: dict[str, tuple[RemoteNode, RemoteEntry]] = {}
 
     def _node(self, raw: dict[str, Any]) -> RemoteNode:
         name = None
@@ -110,6 +112,8 @@ class RemoteMirror:
         """Paths of every reachable node, and a problem per node that cannot be placed."""
         if self._tree is None:
             self._tree = self._build_tree()
+            if len(self._entries) > len(self.nodes):  # deleted nodes: forget their entries
+                self._entries = {k: v for k, v in self._entries.items() if k in self.nodes}
         tree, problems = self._tree
         return dict(tree), dict(problems)
 
@@ -139,12 +143,20 @@ class RemoteMirror:
                 if path in tree:
                     problems[path] = "two cloud entries have this name: one is skipped"
                     continue
-                tree[path] = RemoteEntry(node.node_id, node.kind,  # type: ignore[arg-type]
-                                         node.rev, node.size, node.mtime_ns, node.manifest)
+                tree[path] = self._entry(node)
                 if node.kind == "folder" and node.node_id not in paths:
                     paths[node.node_id] = path
                     stack.append(node.node_id)
         return tree, problems
+
+    def _entry(self, node: RemoteNode) -> RemoteEntry:
+        known = self._entries.get(node.node_id)
+        if known is not None and known[0] is node:
+            return known[1]
+        entry = RemoteEntry(node.node_id, node.kind,  # type: ignore[arg-type]
+                            node.rev, node.size, node.mtime_ns, node.manifest)
+        self._entries[node.node_id] = (node, entry)
+        return entry
 
     def folder_id(self, tree: RemoteTree, path: str) -> str | None:
         """The node id of the folder at `path` ('' is the root), or None."""
