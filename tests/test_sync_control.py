@@ -326,7 +326,7 @@ def test_status_handler_reports_paths_and_live(control_home: Path) -> None:
             "bad.txt": {"state": "error", "reason": "permission denied"},
             "big.bin": {"state": "syncing", "bytes_done": 250, "bytes_total": 1000},
             "nowhere": {"state": "ignored",
-                        "reason": "not in the synced folder's tree (ignored or not synced yet)"},
+                        "reason": "not in the synced folder's tree"},
         }
         refused = ask(control_home, {"op": "status", "paths": "done.txt"})
         assert refused is not None and refused["error"]["code"] == "invalid_request"
