@@ -20,7 +20,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
-from tandem.sync.model import LocalEntry, LocalTree, SyncedEntry, SyncedTree, join, name_of, parent_of
+from tandem.sync.model import (
+    LocalEntry,
+    LocalTree,
+    SyncedEntry,
+    SyncedTree,
+    join,
+    name_of,
+    parent_of,
+    within_any,
+)
 from tandem.sync.placeholder import SUFFIX, placeholder_name
 from tandem.sync.state import Placeholder
 
@@ -67,15 +76,6 @@ def policy_for(path: str, policies: dict[str, str]) -> str | None:
     return None
 
 
-def _covered(path: str, ignored: set[str]) -> bool:
-    current = path
-    while current:
-        if current in ignored:
-            return True
-        current = parent_of(current)
-    return False
-
-
 def virtual_path(path: str, record: Placeholder) -> str:
     """Where the file stands in the tree, by where its placeholder is on disk: the same
     placeholder name keeps the file's name (its folder moved, or a long name shortened), a
@@ -117,7 +117,7 @@ def overlay(local: LocalTree, records: dict[str, Placeholder], synced: SyncedTre
         elif base is None or base.kind != "file":
             # The cloud file is gone (deleted here or there) and the plan that did it is done.
             _remove(result, path, record, here)
-        elif unchanged(here, record) or (here is None and _covered(record.placeholder, skip)):
+        elif unchanged(here, record) or (here is None and within_any(record.placeholder, skip)):
             _stand_in(result, local, path, record, base)
         elif here is not None:
             tree.pop(record.placeholder)  # not planned until it has its real name

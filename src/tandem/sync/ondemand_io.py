@@ -58,12 +58,7 @@ class Placeholders:
                 raise OSError(errno.EEXIST, f"a file named {name_of(target)} is in the way of"
                               " the placeholder", str(self.root / target))
             self._intend(path, target)
-        new = self._write(target, remote)
-        with self.state.transaction():
-            self.state.put_placeholder(path, new)
-            self.state.record_synced([(path, SyncedEntry(remote.node_id, "file", remote.rev,
-                                                         remote.content, new.inode, remote.size,
-                                                         remote.mtime_ns))])
+        self._write_recorded(path, target, remote)
 
     def move(self, path: str, to: str, remote: RemoteEntry, record: Placeholder) -> None:
         """The file moved in the cloud: its placeholder is renamed to match (the same inode,
@@ -160,12 +155,7 @@ class Placeholders:
         if os.path.lexists(self.root / target):
             raise OnDemandError(f"a file named {name_of(target)} is in the way")
         self._intend(path, target)
-        new = self._write(target, remote)
-        with self.state.transaction():
-            self.state.put_placeholder(path, new)
-            self.state.record_synced([(path, SyncedEntry(remote.node_id, "file", remote.rev,
-                                                         remote.content, new.inode, remote.size,
-                                                         remote.mtime_ns))])
+        self._write_recorded(path, target, remote)
         if not _same_stat(disk, scanned):  # written to at the last moment: keep it, undo
             (self.root / target).unlink(missing_ok=True)
             with self.state.transaction():
@@ -216,6 +206,15 @@ class Placeholders:
             self.state.forget_local([record.placeholder])
 
     # ---- helpers --------------------------------------------------------------------------
+
+    def _write_recorded(self, path: str, target: str, remote: RemoteEntry) -> None:
+        """Write the placeholder, then record it and the file's synced entry (its inode)."""
+        new = self._write(target, remote)
+        with self.state.transaction():
+            self.state.put_placeholder(path, new)
+            self.state.record_synced([(path, SyncedEntry(remote.node_id, "file", remote.rev,
+                                                         remote.content, new.inode, remote.size,
+                                                         remote.mtime_ns))])
 
     def _intend(self, path: str, target: str) -> None:
         """Record a placeholder about to be written (stat unknown: inode 0). A crash before it
