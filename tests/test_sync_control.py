@@ -26,11 +26,11 @@ from tandem.sync.control import (
     ControlServer,
     ask,
     socket_path,
-    status_handler,
 )
 from tandem.sync.live import LiveStatus, in_flight
 from tandem.sync.model import SyncedEntry
 from tandem.sync.state import StateDB
+from tandem.sync.status import status_handler
 from tests.conftest import RunningServer
 from tests.sync_helpers import link_devices, stop_processes, wait_until, write
 

@@ -3,7 +3,7 @@
 When `tandem sync` runs as a daemon it answers on its control socket (live: what it is doing
 now, files in flight, rate) and nothing here touches the state DB it is writing. Otherwise the
 state DB is read as the last sync left it. Either way the planner is run on the stored trees
-(`tandem.sync.control.status_overview`), so "pending" means exactly what the next pass would do.
+(`tandem.sync.status.status_overview`), so "pending" means exactly what the next pass would do.
 """
 
 from __future__ import annotations
@@ -20,9 +20,10 @@ from tandem.cli.common import friendly_errors, home, print_json
 from tandem.cli.progress import _size as human_size
 from tandem.client.account import Session
 from tandem.client.home import Home
-from tandem.sync.control import ask, path_state, public, status_overview
+from tandem.sync.control import ask
 from tandem.sync.model import normalize
 from tandem.sync.state import StateDB
+from tandem.sync.status import path_state, public, status_overview
 
 
 def _from_daemon(reply: dict[str, Any] | None) -> dict[str, Any] | None:

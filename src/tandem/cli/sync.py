@@ -17,11 +17,12 @@ from tandem.cli.common import friendly_errors, home
 from tandem.cli.progress import SyncProgress
 from tandem.client.account import Session
 from tandem.client.home import Home
-from tandem.sync.control import ControlError, ControlServer, Handler, RequestError, serve_status
+from tandem.sync.control import ControlError, ControlServer, Handler, RequestError
 from tandem.sync.engine import Engine, MassDeletePaused, PassReport
 from tandem.sync.ignore import IgnoreFileError
 from tandem.sync.scanner import RootUnavailable
 from tandem.sync.state import StateDB
+from tandem.sync.status import serve_status
 
 DEFAULT_FOLDER = Path("~/Tandem")
 

@@ -5,14 +5,9 @@ private to the user (0600, and the peer's uid is checked). The protocol is one J
 line each way: a request names its `op`; the reply is the handler's dict, or
 `{"error": {"code", "message"}}`. Requests are bounded (64 KiB a line, a timeout on every read,
 a deadline per line, a few clients at a time); a bad request gets an error reply, never a crash.
-Handlers are registered by name (`status` today; `free`, `offline` later).
+Handlers are registered by name (`status`, from `status.py`; `free`, `offline`).
 
 `ask()` is the client side: None when no daemon answers, so callers fall back to the state DB.
-
-The status itself (`status_overview`, `path_state`) lives here too, because both sides compute
-it the same way: the daemon from its own state DB (thread-safe: StateDB takes its lock on every
-read, and the trees are read together inside one transaction, so the engine cannot commit
-between them), `tandem status` from the file when no daemon runs.
 """
 
 from __future__ import annotations
@@ -29,13 +24,6 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-
-from tandem.client.account import Session
-from tandem.sync import ondemand, planner
-from tandem.sync.ignore import IgnoreFileError, IgnoreRules
-from tandem.sync.live import LiveStatus, in_flight
-from tandem.sync.remote import RemoteMirror
-from tandem.sync.state import StateDB
 
 SOCKET_NAME = "control.sock"
 MAX_REQUEST_BYTES = 64 * 1024
@@ -367,122 +355,3 @@ class ControlServer:
             return error_reply(exc.code, str(exc))
         except Exception as exc:  # a handler's bug must not take the daemon down
             return error_reply("internal", f"{type(exc).__name__}: {exc}")
-
-
-# ---- status ---------------------------------------------------------------------------------
-
-_UPLOADS = (planner.Upload, planner.CreateRemoteFolder, planner.DeleteRemote, planner.MoveRemote)
-_DOWNLOADS = (planner.Download, planner.CreateLocalFolder, planner.DeleteLocal, planner.MoveLocal,
-              planner.SetLocalTime)
-
-
-def status_overview(state: StateDB, session: Session) -> dict[str, Any]:
-    """Connection, folder, what the next pass would do, conflicts, problems: the planner run on
-    the stored trees. Keys starting with '_' are for `path_state`, not for printing."""
-    with state.transaction():  # the three trees as of one moment: the engine waits meanwhile
-        mirror = RemoteMirror(session.api, session.keys, state)
-        synced = state.synced_tree()
-        local = state.local_tree()
-        problems = state.problems()
-        folder = state.get("folder")
-        connection = state.get("connection", "unknown (no sync has run yet)")
-        paused = state.get("mass_delete") or ""
-        records = state.placeholders()
-    remote, _ = mirror.tree()
-    local = ondemand.overlay(local, records, synced).local if records else local
-    plan = planner.plan(synced, local, remote)
-    pending: dict[str, str] = {}
-    for op in plan.ops:
-        if isinstance(op, _UPLOADS):
-            pending[op.path] = "upload"
-        elif isinstance(op, _DOWNLOADS):
-            pending[op.path] = "download"
-        elif isinstance(op, planner.ConflictCopy):
-            pending[op.path] = "conflict"
-    return {
-        "server": session.device.server_url,
-        "device": session.device.device_name,
-        "folder": folder,
-        "connection": connection,
-        "pending_uploads": sum(1 for v in pending.values() if v == "upload"),
-        "pending_downloads": sum(1 for v in pending.values() if v == "download"),
-        "bytes_to_upload": sum(op.local.size for op in plan.ops if isinstance(op, planner.Upload)),
-        "bytes_to_download": sum(op.remote.size for op in plan.ops
-                                 if isinstance(op, planner.Download)),
-        "conflicts": sorted(p for p in synced if "(conflicted copy, " in p),
-        "errors": problems,
-        "waiting_for_user": json.loads(paused) if paused else None,
-        "online_only": len(records),
-        "_pending": pending,
-        "_synced": set(synced),
-        # An online-only file answers by its path and by its placeholder's.
-        "_online": {**{path: path for path in records},
-                    **{record.placeholder: path for path, record in records.items()}},
-    }
-
-
-def public(info: dict[str, Any]) -> dict[str, Any]:
-    """The overview without its private keys (what is printed and sent)."""
-    return {k: v for k, v in info.items() if not k.startswith("_")}
-
-
-def path_state(info: dict[str, Any], relative: str,
-               live: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The state of one path (relative to the folder, NFC) from an overview and, when a daemon
-    runs, its `LiveStatus.snapshot()`: a path moving now (or a folder with something moving
-    inside) is `syncing` with its bytes."""
-    moving = in_flight(live, relative) if live is not None else None
-    if moving is not None:
-        return {"state": "syncing", "bytes_done": moving[0], "bytes_total": moving[1]}
-    if relative in info["errors"]:
-        return {"state": "error", "reason": info["errors"][relative]}
-    if relative in info.get("_online", {}):
-        return {"state": "online-only", "file": info["_online"][relative]}
-    if relative in info["_pending"]:
-        kind = info["_pending"][relative]
-        return {"state": "conflict" if kind == "conflict" else "pending", "direction": kind}
-    if "(conflicted copy, " in relative:
-        return {"state": "conflict"}
-    if relative in info["_synced"]:
-        return {"state": "synced"}
-    folder = info.get("folder")
-    if folder:
-        disk = Path(folder) / relative
-        with contextlib.suppress(OSError, IgnoreFileError):
-            if disk.is_symlink():
-                return {"state": "ignored", "reason": "symbolic link (not synced)"}
-            rule = IgnoreRules.load(Path(folder)).match(relative, disk.is_dir())
-            if rule is not None:
-                return {"state": "ignored", "reason": rule}
-            if disk.exists():  # new since the last scan: the next pass sends it
-                return {"state": "pending", "direction": "upload"}
-    return {"state": "ignored", "reason": "not in the synced folder's tree"}
-
-
-def status_handler(state: StateDB, session: Session, live: LiveStatus) -> Handler:
-    """`{"op": "status"}`: the overview, `live` and `daemon: true`.
-    `{"op": "status", "paths": [relative, ...]}`: `folder` and each path's state (an empty list
-    costs nothing: how a client learns the folder)."""
-
-    def handle(request: dict[str, Any]) -> dict[str, Any]:
-        paths = request.get("paths")
-        snapshot = live.snapshot()
-        if paths is None:
-            return {**public(status_overview(state, session)), "live": snapshot, "daemon": True}
-        if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
-            raise RequestError("invalid_request", '"paths" is a list of relative paths')
-        if not paths:
-            return {"folder": state.get("folder"), "paths": {}, "daemon": True}
-        info = status_overview(state, session)
-        return {"folder": info["folder"], "daemon": True,
-                "paths": {p: path_state(info, p, snapshot) for p in paths}}
-
-    return handle
-
-
-def serve_status(home_path: Path, state: StateDB, session: Session, live: LiveStatus) -> ControlServer:
-    """A started control server for the daemon of `home_path`, answering `status`."""
-    server = ControlServer(socket_path(home_path))
-    server.register("status", status_handler(state, session, live))
-    server.start()
-    return server

@@ -1,6 +1,6 @@
 """What a running `tandem sync` is doing right now: its activity, the files in flight and the
 transfer rate. The daemon owns one `LiveStatus`; the engine reports into it, the control socket
-(`control.py`) reads `snapshot()` for `tandem status`.
+(`control.py`, `status.py`) reads `snapshot()` for `tandem status`.
 
 Pure logic and thread-safe: the engine, its transfer workers and the control thread share it.
 The clock is injected (monotonic seconds) so the rate can be tested without waiting.
