@@ -224,6 +224,20 @@ class ApiClient:
     def collect_garbage(self) -> int:
         return int(self._json("POST", "/gc")["collected"])
 
+    # ---- backups ------------------------------------------------------------------------
+
+    def create_snapshot(self, backup_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self._json("POST", f"/backups/{backup_id}/snapshots", json=body)  # type: ignore[no-any-return]
+
+    def snapshots(self, backup_id: str) -> list[dict[str, Any]]:
+        return self._json("GET", f"/backups/{backup_id}/snapshots")["snapshots"]  # type: ignore[no-any-return]
+
+    def snapshot(self, snapshot_id: str) -> dict[str, Any]:
+        return self._json("GET", f"/snapshots/{snapshot_id}")  # type: ignore[no-any-return]
+
+    def delete_snapshot(self, snapshot_id: str) -> None:
+        self._send("DELETE", f"/snapshots/{snapshot_id}")
+
     # ---- chunks -------------------------------------------------------------------------
 
     def missing_chunks(self, chunk_ids: list[str]) -> list[str]:

@@ -21,7 +21,7 @@ from tandem.server.errors import install_error_handlers
 from tandem.server.limits import BodyLimitMiddleware
 from tandem.server.locks import AccountLocks
 from tandem.server.notify import LocalNotifier
-from tandem.server.routes import accounts, chunks, history, tree
+from tandem.server.routes import accounts, backups, chunks, history, tree
 from tandem.server.routes.history import collect_account
 from tandem.server.store import open_store
 
@@ -84,7 +84,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     app.state.services = parts
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware)
-    for module in (accounts, tree, chunks, history):
+    for module in (accounts, tree, chunks, history, backups):
         app.include_router(module.router)
 
     @app.get("/health", tags=["server"])

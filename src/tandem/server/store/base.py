@@ -78,6 +78,21 @@ class Version:
     manifest: list[tuple[str, int]] = field(default_factory=list)
 
 
+@dataclass
+class Snapshot:
+    """One backup run: `document` is the manifest of its encrypted tree document; the server
+    also keeps the ids of every chunk it references (not returned) so GC keeps them."""
+
+    id: str
+    backup_id: str
+    device_id: str | None
+    taken_at_ns: int
+    created_at: int
+    size: int
+    files: int
+    document: list[tuple[str, int]] = field(default_factory=list)
+
+
 @dataclass(frozen=True)
 class Retention:
     """How long history is kept: versions (age or count), trash, and unreferenced chunks."""
@@ -129,5 +144,12 @@ class MetadataStore(Protocol):
     def chunk_size(self, account_id: int, chunk_id: str) -> int | None: ...
     def collect_garbage(self, account_id: int, now: int) -> list[str]: ...
     def account_ids(self) -> list[int]: ...
+
+    # backups
+    def create_snapshot(self, account_id: int, device_id: str, snapshot: Snapshot,
+                        chunk_ids: list[str]) -> Snapshot: ...
+    def snapshots(self, account_id: int, backup_id: str) -> list[Snapshot]: ...
+    def snapshot(self, account_id: int, snapshot_id: str) -> Snapshot: ...
+    def delete_snapshot(self, account_id: int, snapshot_id: str) -> None: ...
 
     def close(self) -> None: ...

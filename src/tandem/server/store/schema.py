@@ -69,4 +69,22 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (account_id, id)
     );
     """,
+    # Backups: each snapshot is an encrypted document (held in chunks, `document` is its
+    # manifest) plus the plain ids of every chunk it references, which GC keeps.
+    """
+    CREATE TABLE snapshots (
+        account_id BIGINT NOT NULL,
+        id TEXT NOT NULL,
+        backup_id TEXT NOT NULL,
+        device_id TEXT,
+        taken_at_ns BIGINT NOT NULL,
+        created_at BIGINT NOT NULL,
+        size BIGINT NOT NULL,
+        files BIGINT NOT NULL,
+        document TEXT NOT NULL,
+        chunks TEXT NOT NULL,
+        PRIMARY KEY (account_id, id)
+    );
+    CREATE INDEX snapshots_backup ON snapshots(account_id, backup_id, taken_at_ns);
+    """,
 ]

@@ -25,6 +25,7 @@ from tandem.server.store.base import (
     not_found,
 )
 from tandem.server.store.batch import BatchApplier, manifest_from_json
+from tandem.server.store.snapshots import SnapshotRules, referenced_chunks
 
 DAY = 86400
 _NODE_COLUMNS = (
@@ -85,7 +86,7 @@ def node_from_row(row: Sequence[Any]) -> Node:
     )
 
 
-class SqlStore(ABC):
+class SqlStore(SnapshotRules, ABC):
     """`MetadataStore` over a SQL engine; subclasses provide `_transaction`."""
 
     #: Appended to the account-lock SELECT; PostgreSQL needs " FOR UPDATE", SQLite locks the file.
@@ -373,6 +374,7 @@ class SqlStore(ABC):
             for (manifest,) in tx.all("SELECT manifest FROM versions WHERE account_id = ?",
                                       (account_id,)):
                 referenced.update(chunk_id for chunk_id, _ in json.loads(manifest))
+            referenced.update(referenced_chunks(tx, account_id))
             candidates = tx.all(
                 "SELECT id, size FROM chunks WHERE account_id = ? AND created_at <= ?",
                 (account_id, now - keep.chunk_grace_seconds),

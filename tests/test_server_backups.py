@@ -1,0 +1,162 @@
+"""Backup snapshots over HTTP: create, list, get, delete; GC keeps what live snapshots reference;
+hostile input is a 4xx; another account's snapshots answer as unknown ones (404)."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import RunningServer
+from tests.helpers_api import Account, error_code, fresh_email, make_account, serving, upload_chunk
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    with serving(tmp_path_factory) as running:
+        yield running
+
+
+@pytest.fixture
+def acct(srv: RunningServer) -> Iterator[Account]:
+    account = make_account(srv.url, fresh_email())
+    yield account
+    account.close()
+
+
+def new_id() -> str:
+    return secrets.token_hex(16)
+
+
+def snapshot_body(account: Account, *contents: bytes, taken: int = 1) -> dict[str, Any]:
+    """A snapshot whose document is one chunk and whose files are the given contents."""
+    files = [upload_chunk(account, content) for content in contents]
+    document = upload_chunk(account, b"document " + secrets.token_bytes(8))
+    return {"id": new_id(), "taken_at_ns": taken, "size": sum(s for _, s in files),
+            "files": len(files), "document": [document], "chunks": [c for c, _ in files]}
+
+
+def create(account: Account, backup_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    response = account.client.post(f"/backups/{backup_id}/snapshots", json=body)
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+def listed(account: Account, backup_id: str) -> list[str]:
+    response = account.client.get(f"/backups/{backup_id}/snapshots")
+    assert response.status_code == 200, response.text
+    return [s["id"] for s in response.json()["snapshots"]]
+
+
+def blob_exists(data_dir: Path, chunk_id: str) -> bool:
+    return any((data_dir / "blobs").rglob(chunk_id))
+
+
+def test_create_list_get_delete(acct: Account) -> None:
+    backup = new_id()
+    first = create(acct, backup, snapshot_body(acct, b"one", taken=10))
+    second = create(acct, backup, snapshot_body(acct, b"two", taken=20))
+    assert listed(acct, backup) == [first["id"], second["id"]]
+    assert listed(acct, new_id()) == []
+    got = acct.client.get(f"/snapshots/{first['id']}").json()
+    assert got["size"] == 3 and got["files"] == 1 and got["taken_at_ns"] == 10
+    assert got["device_id"] and "chunks" not in got
+    assert acct.client.delete(f"/snapshots/{first['id']}").status_code == 204
+    assert listed(acct, backup) == [second["id"]]
+    assert error_code(acct.client.get(f"/snapshots/{first['id']}")) == "not_found"
+    assert error_code(acct.client.delete(f"/snapshots/{first['id']}")) == "not_found"
+
+
+def test_retried_create_answers_with_the_stored_snapshot(acct: Account) -> None:
+    backup = new_id()
+    body = snapshot_body(acct, b"retried")
+    assert create(acct, backup, body) == create(acct, backup, body)
+    assert listed(acct, backup) == [body["id"]]
+    clash = acct.client.post(f"/backups/{new_id()}/snapshots", json=body)
+    assert clash.status_code == 409 and error_code(clash) == "snapshot_exists"
+
+
+def test_a_snapshot_needs_every_chunk_stored(acct: Account) -> None:
+    body = snapshot_body(acct, b"present")
+    absent = "ab" * 32
+    body["chunks"].append(absent)
+    response = acct.client.post(f"/backups/{new_id()}/snapshots", json=body)
+    assert response.status_code == 409 and error_code(response) == "missing_chunks"
+    assert response.json()["error"]["missing"] == [absent]
+
+
+def test_gc_keeps_chunks_of_live_snapshots_and_collects_the_rest(srv: RunningServer,
+                                                                  acct: Account) -> None:
+    backup = new_id()
+    kept_body = snapshot_body(acct, b"kept content")
+    dropped_body = snapshot_body(acct, b"dropped content", b"shared content")
+    kept_body["chunks"].append(dropped_body["chunks"][1])  # "shared content" is in both
+    create(acct, backup, kept_body)
+    dropped = create(acct, backup, dropped_body)
+    assert acct.client.post("/gc").json()["collected"] == 0
+    assert acct.client.delete(f"/snapshots/{dropped['id']}").status_code == 204
+    assert acct.client.post("/gc").json()["collected"] == 2  # its file chunk and its document
+    for chunk_id in kept_body["chunks"] + [kept_body["document"][0][0]]:
+        assert blob_exists(srv.data_dir, chunk_id)
+    assert not blob_exists(srv.data_dir, dropped_body["chunks"][0])
+    assert not blob_exists(srv.data_dir, dropped_body["document"][0][0])
+
+
+def test_other_accounts_snapshots_are_invisible(srv: RunningServer, acct: Account) -> None:
+    backup = new_id()
+    mine = create(acct, backup, snapshot_body(acct, b"private"))
+    other = make_account(srv.url, fresh_email("other"))
+    try:
+        assert listed(other, backup) == []
+        assert other.client.get(f"/snapshots/{mine['id']}").status_code == 404
+        assert other.client.delete(f"/snapshots/{mine['id']}").status_code == 404
+        # Their chunks are not this account's: a snapshot cannot claim them.
+        body = snapshot_body(other, b"theirs")
+        body["chunks"] = [mine["document"][0][0]]
+        response = other.client.post(f"/backups/{backup}/snapshots", json=body)
+        assert error_code(response) == "missing_chunks"
+    finally:
+        other.close()
+    assert listed(acct, backup) == [mine["id"]]
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda b: b.update(id="not-hex"),
+    lambda b: b.update(id="A" * 32),
+    lambda b: b.update(size=-1),
+    lambda b: b.update(files=1 << 70),
+    lambda b: b.update(taken_at_ns=-5),
+    lambda b: b.update(document=[]),
+    lambda b: b.update(document=[["zz", 1]]),
+    lambda b: b.update(document=[["ab" * 32, 0]]),
+    lambda b: b.update(chunks=["../../etc/passwd"]),
+    lambda b: b.update(chunks="ab" * 32),
+    lambda b: b.update(extra=1),
+    lambda b: b.pop("document"),
+])
+def test_hostile_snapshot_bodies_are_refused(acct: Account, mutate: Any) -> None:
+    body = snapshot_body(acct, b"x")
+    mutate(body)
+    response = acct.client.post(f"/backups/{new_id()}/snapshots", json=body)
+    assert response.status_code == 400, response.text
+    assert error_code(response) == "invalid_request"
+
+
+@pytest.mark.parametrize("method,path", [
+    ("POST", "/backups/..%2F..%2Fx/snapshots"),
+    ("GET", "/backups/short/snapshots"),
+    ("GET", "/snapshots/" + "g" * 32),
+    ("DELETE", "/snapshots/" + "0" * 33),
+])
+def test_hostile_ids_are_refused(acct: Account, method: str, path: str) -> None:
+    response = acct.client.request(method, path, json={})
+    assert 400 <= response.status_code < 500, response.text
+
+
+def test_snapshots_need_a_token(srv: RunningServer) -> None:
+    response = httpx.get(f"{srv.url}/backups/{new_id()}/snapshots", timeout=30)
+    assert response.status_code == 401
