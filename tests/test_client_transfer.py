@@ -92,6 +92,20 @@ def test_many_small_files_share_requests(transfers: Transfers, tmp_path: Path) -
     assert target.read_bytes() == paths[17].read_bytes()
 
 
+def test_upload_progress_adds_up_to_each_file_in_steps(transfers: Transfers, tmp_path: Path) -> None:
+    """A large file is reported chunk by chunk (what `tandem status` shows while it goes up);
+    a duplicate file counts its bytes too, though nothing of it is sent."""
+    paths = [_random_file(tmp_path / "big", 12 * 1024 * 1024, seed=1),
+             _random_file(tmp_path / "small", 5000, seed=2)]
+    paths.append(_random_file(tmp_path / "copy", 5000, seed=2))
+    heard: list[tuple[int, int]] = []
+    results = transfers.upload(paths, lambda index, count: heard.append((index, count)))
+    assert all(not isinstance(r, Exception) for r in results)
+    for index, path in enumerate(paths):
+        assert sum(c for i, c in heard if i == index) == path.stat().st_size
+    assert len([i for i, _ in heard if i == 0]) > 1
+
+
 def test_unreadable_file_is_reported_and_the_rest_uploads(transfers: Transfers, tmp_path: Path) -> None:
     good = _random_file(tmp_path / "good", 10)
     results = transfers.upload([tmp_path / "missing", good])

@@ -238,16 +238,20 @@ def test_free_and_offline_go_through_a_running_daemon(server: RunningServer,
     assert tree_of(a.folder) == tree_of(b.folder)
 
 
-def test_status_shows_a_large_upload_as_syncing_while_it_runs(server: RunningServer,
-                                                               tmp_path: Path) -> None:
+def test_status_shows_a_large_upload_as_syncing_with_its_bytes_advancing(
+        server: RunningServer, tmp_path: Path) -> None:
     a, b = link_devices(server, tmp_path)
     big = a.folder / "big.bin"
+    total = 192 * 1024 * 1024
     seen: list[dict[str, Any]] = []
 
-    def syncing() -> bool:
+    def advanced() -> bool:
+        """Two readings of `syncing`, each with bytes done strictly between 0 and total."""
         state = _status(a, big)[str(big)]
         seen.append(state)
-        return state["state"] == "syncing"
+        partial = {s["bytes_done"] for s in seen
+                   if s["state"] == "syncing" and 0 < s["bytes_done"] < total}
+        return len(partial) >= 2
 
     with daemons(a):
         wait_until(lambda: (a.home / "control.sock").exists(), timeout=30, what="the socket")
@@ -256,8 +260,8 @@ def test_status_shows_a_large_upload_as_syncing_while_it_runs(server: RunningSer
             for _ in range(48):
                 handle.write(os.urandom(4 * 1024 * 1024))
         staged.rename(big)
-        wait_until(syncing, timeout=120, interval=0.01, what="`syncing` in the status")
-        assert seen[-1]["bytes_total"] == 192 * 1024 * 1024
+        wait_until(advanced, timeout=120, interval=0.01, what="upload progress in the status")
+        assert seen[-1]["bytes_total"] == total
         wait_until(lambda: _status(a, big)[str(big)]["state"] == "synced", timeout=180,
                    interval=0.2, what="the upload to finish")
     b.synced()

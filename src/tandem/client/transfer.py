@@ -9,11 +9,12 @@ Memory is bounded by the windows below, never by the file size.
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 import threading
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,21 +108,30 @@ class Transfers:
 
     # ---- upload ---------------------------------------------------------------------------
 
-    def upload(self, paths: Sequence[Path]) -> list[UploadResult | ClientError | OSError]:
+    def upload(self, paths: Sequence[Path], progress: Callable[[int, int], None] | None = None,
+               ) -> list[UploadResult | ClientError | OSError]:
         """Upload files (sharing requests across them); one result or error per path.
 
         After this returns, every chunk of every successful result is on the server, so a
-        commit referencing the manifests will be accepted.
+        commit referencing the manifests will be accepted. `progress(index, count)`, if given,
+        hears of each file's bytes as they are queued for the senders: the queue is bounded,
+        so it runs at most a few windows ahead of the network (a live status, not a receipt).
         """
         batch = _UploadBatch(self)
         results: list[UploadResult | ClientError | OSError] = []
-        for path in paths:
+        for index, path in enumerate(paths):
+            advance = functools.partial(progress, index) if progress is not None else None
             try:
-                results.append(batch.add_file(path))
+                results.append(batch.add_file(path, advance))
             except (OSError, FileChangedError) as exc:
                 results.append(exc)
         batch.finish()
         return results
+
+    def upload_batch(self) -> _UploadBatch:
+        """Files handed over one at a time, sharing requests: `add_file` returns a file's
+        manifest once read (its chunks go on in the background), `finish` waits for all."""
+        return _UploadBatch(self)
 
     def upload_file(self, path: Path) -> UploadResult:
         result = self.upload([path])[0]
@@ -218,7 +228,7 @@ class _UploadBatch:
         self.known: set[str] = set()
         self.in_flight: deque[Future[None]] = deque()
 
-    def add_file(self, path: Path) -> UploadResult:
+    def add_file(self, path: Path, advance: Callable[[int], None] | None = None) -> UploadResult:
         manifest: Manifest = []
         with open(path, "rb") as handle:
             before = os.fstat(handle.fileno())
@@ -234,6 +244,8 @@ class _UploadBatch:
                     self.waiting_bytes += len(plaintext)
                     if self.waiting_bytes >= _QUERY_WINDOW or len(self.waiting) >= _QUERY_MAX_IDS:
                         self._dispatch()
+                if advance is not None:
+                    advance(len(plaintext))
         after = os.stat(path)
         if _file_signature(before) != _file_signature(after):
             raise FileChangedError(f"{path} changed while it was read")

@@ -236,7 +236,9 @@ class Executor:
         for op in uploads:
             self.live.start_transfer(op.path, op.local.size)
         try:
-            results = (self.transfers.upload([self.paths.disk(op.path, local) for op in uploads])
+            results = (self.transfers.upload([self.paths.disk(op.path, local) for op in uploads],
+                                             lambda index, count: self.live.advance(
+                                                 uploads[index].path, count))
                        if uploads else [])
         finally:
             for op in uploads:
