@@ -132,6 +132,7 @@ def test_a_long_name_gets_a_shortened_placeholder_and_comes_back_whole(
     _ok(b, "free", str(b.folder / name))
     [placeholder] = [p for p in b.folder.iterdir() if p.name != ".tandem"]
     assert len(placeholder.name.encode()) <= MAX_NAME_BYTES and placeholder.name.endswith(".tandem")
+    assert f"Name:     {name}\n" in placeholder.read_text()  # the real name, not the short one
     _ok(b, "offline", str(placeholder))
     assert (b.folder / name).read_bytes() == b"long"
     sync_all(b, a)
@@ -191,6 +192,24 @@ def test_a_cloud_edit_updates_the_placeholder_and_downloads_nothing(
     assert b"250,000 bytes" in (b.folder / "big.bin.tandem").read_bytes()
     _ok(b, "offline", str(b.folder / "big.bin.tandem"))
     assert (b.folder / "big.bin").read_bytes() == (a.folder / "big.bin").read_bytes()
+
+
+def test_a_cloud_move_renames_the_placeholder_and_its_text_names_the_new_path(
+        server: RunningServer, tmp_path: Path) -> None:
+    a, b = _pair(server, tmp_path, {"old.bin": b"moving", "sub/keep.txt": b"k"})
+    _ok(b, "free", str(b.folder / "old.bin"))
+    (a.folder / "old.bin").rename(a.folder / "sub/new.bin")
+    a.synced()
+    assert transferred(b.synced()) == (0, 0)
+    assert not (b.folder / "old.bin.tandem").exists()
+    text = (b.folder / "sub/new.bin.tandem").read_text()
+    assert "Name:     new.bin\n" in text and "old.bin" not in text
+    command = next(line for line in text.splitlines() if "tandem offline" in line)
+    assert str(b.folder.resolve() / "sub/new.bin") in command
+    _ok(b, "offline", str(b.folder / "sub/new.bin"))
+    assert (b.folder / "sub/new.bin").read_bytes() == b"moving"
+    sync_all(b, a)
+    assert tree_of(a.folder) == tree_of(b.folder)
 
 
 def test_a_placeholder_that_cannot_be_made_deletes_nothing(server: RunningServer,

@@ -62,7 +62,8 @@ class Placeholders:
 
     def move(self, path: str, to: str, remote: RemoteEntry, record: Placeholder) -> None:
         """The file moved in the cloud: its placeholder is renamed to match (the same inode,
-        so a crash at any point leaves it recognisable by `ondemand.overlay`)."""
+        so a crash at any point leaves it recognisable by `ondemand.overlay`), then its text,
+        which names the file, is rewritten as after a cloud edit."""
         self._check_unchanged(record)
         source, target = self.root / record.placeholder, placeholder_path(to)
         self.paths.check_inside(self.root / target)
@@ -75,6 +76,7 @@ class Placeholders:
             self.state.forget_local([record.placeholder])
             self.state.move_synced(path, to, remote.rev)
             self.state.put_placeholder(to, replace(record, placeholder=target))
+        self._write_recorded(to, target, remote)
 
     def delete(self, path: str, record: Placeholder) -> None:
         """The file was deleted in the cloud: its placeholder goes."""
@@ -209,7 +211,7 @@ class Placeholders:
 
     def _write_recorded(self, path: str, target: str, remote: RemoteEntry) -> None:
         """Write the placeholder, then record it and the file's synced entry (its inode)."""
-        new = self._write(target, remote)
+        new = self._write(path, target, remote)
         with self.state.transaction():
             self.state.put_placeholder(path, new)
             self.state.record_synced([(path, SyncedEntry(remote.node_id, "file", remote.rev,
@@ -228,16 +230,16 @@ class Placeholders:
         if not unchanged(_stat_entry(disk), record):
             raise PreconditionFailed(record.placeholder)
 
-    def _write(self, target: str, remote: RemoteEntry) -> Placeholder:
-        """The placeholder text at `target`, durably (file and folder entry) before any
-        record points at it. Its mtime is the file's, as a file manager should show it."""
+    def _write(self, path: str, target: str, remote: RemoteEntry) -> Placeholder:
+        """The placeholder text for the file `path` at `target`, durably (file and folder
+        entry) before any record points at it. The text names the file itself (a shortened
+        placeholder name would not take `tandem offline`); its mtime is the file's, as a file
+        manager should show it."""
         disk = self.root / target
         self.paths.check_inside(disk)
         self.temp_dir.mkdir(parents=True, exist_ok=True)
-        real_path = os.fspath(self.root / target[: -len(".tandem")]) if target.endswith(
-            ".tandem") else os.fspath(disk)
-        text = render_placeholder(name_of(target).removesuffix(".tandem"), remote.size,
-                                  remote.mtime_ns, real_path)
+        text = render_placeholder(name_of(path), remote.size, remote.mtime_ns,
+                                  os.fspath(self.root / path))
         temp = write_temp_file(self.temp_dir, text, NEW_FILE_MODE, remote.mtime_ns)
         try:
             fd = os.open(temp, os.O_RDONLY)
