@@ -6,6 +6,7 @@ import click
 
 from tandem import __version__
 from tandem.cli.account import devices, login, logout, signup
+from tandem.cli.backup import backup
 from tandem.cli.history import restore, trash, versions
 from tandem.cli.ondemand import free, offline, open_file
 from tandem.cli.serve import serve
@@ -21,7 +22,7 @@ def cli() -> None:
 
 
 for command in (serve, signup, login, logout, devices, sync, status, free, offline, open_file,
-                versions, restore, trash):
+                versions, restore, trash, backup):
     cli.add_command(command)
 
 
