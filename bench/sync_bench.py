@@ -53,6 +53,8 @@ TIMING = {
     "syncthing": "initial: from launching both instances until B has everything (REST); later cases: "
     "forced scan of A (both sides for a resync), then until A sees B 100 % complete and B idle",
     "tandem": "from the start of `tandem sync --once` on client A until the same command on client B exits",
+    "tandem-daemon": "initial: from launching both `tandem sync` daemons until B has every file with "
+    "A's size and mtime; later cases: from the start of the mutation on A until the same",
 }
 
 
@@ -85,6 +87,9 @@ class Runner:
             expected = dict(workload.expected)
             for case in cases:
                 current = case
+                if case in session.not_applicable:
+                    out[case] = {"status": "n/a", "error": session.not_applicable[case]}
+                    continue
                 if case == "latency":
                     if not session.latency_modes:
                         out[case] = {"status": "n/a", "error": "runs per invocation"}
@@ -113,6 +118,7 @@ class Runner:
 
     def timed_case(self, session: Session, case: str, expected: dict, run: int) -> dict:  # type: ignore[type-arg]
         detail, touched = "", []
+        session.mutation_started = time.monotonic()
         if case == "touch":
             detail, touched = mutate_touch(session.side_a, expected)
         elif case == "rename":

@@ -261,7 +261,13 @@ def chart(doc: dict, path: Path) -> str | None:  # type: ignore[type-arg]
     cases = [c for c in CASES if any(summary[t].get(c, {}).get("ratio") for t in order)]
     if not cases:
         return "no ratios to draw"
-    colors = {"tandem": "#d62728", "unison": "#1f77b4", "rclone": "#2ca02c", "syncthing": "#9467bd"}
+    colors = {
+        "tandem": "#d62728",
+        "tandem-daemon": "#ff7f0e",
+        "unison": "#1f77b4",
+        "rclone": "#2ca02c",
+        "syncthing": "#9467bd",
+    }
     height = 0.8 / max(len(order), 1)
     labeled: set[str] = set()
     pending: list[tuple[float, str, dict]] = []  # type: ignore[type-arg]

@@ -13,14 +13,16 @@ is set for signup and login only (account creation speed), never for the timed c
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 from typing import ClassVar
 
-from sync_procs import CountingProxy, Daemon, free_port, run_measured, tool_env, wait_port
+from sync_procs import CountingProxy, Daemon, ToolFailed, free_port, run_measured, tool_env, wait_port
 from sync_tools import VENV_BIN, LatencyMode, Result, Session, version_of
 
 EMAIL = "sync-bench@example.org"
@@ -172,3 +174,103 @@ class TandemSession(Session):
                 proxy.close()
         finally:
             self.server.stop()
+
+
+def stat_tree(side: Path) -> dict[str, tuple[int, int]]:
+    """relpath -> (size, mtime_ns) of every file, names starting with a dot left out (as in verify)."""
+    files: dict[str, tuple[int, int]] = {}
+    stack = [("", str(side))]
+    while stack:
+        prefix, folder = stack.pop()
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append((prefix + entry.name + "/", entry.path))
+                else:
+                    st = entry.stat(follow_symlinks=False)
+                    files[prefix + entry.name] = (st.st_size, st.st_mtime_ns)
+    return files
+
+
+def _stat_of(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+class TandemDaemons(Tandem):
+    name = "tandem-daemon"
+    title = "Tandem, both `tandem sync` daemons running"
+
+    @classmethod
+    def open(cls, base: Path, timeout: float) -> TandemDaemonSession:
+        return TandemDaemonSession(base, timeout, cls.binary)
+
+
+class TandemDaemonSession(TandemSession):
+    """Both clients run `tandem sync` (watcher + long-poll) for the whole session, as a user runs
+    them. The clock starts when the daemons are launched (initial sync) or when the harness begins
+    the mutation on A (later cases), and stops when every file of A is on B with A's size and
+    mtime (then the harness verifies content by SHA-256)."""
+
+    not_applicable: ClassVar[dict[str, str]] = {
+        "resync_small": "daemons running: the watcher saw no change, nothing is rescanned",
+        "resync_large": "daemons running: the watcher saw no change, nothing is rescanned",
+    }
+
+    def sync(self, case: str, expected_files: int, expected_bytes: int) -> Result:
+        sent0, wire0 = self._counts()
+        if not self.daemons:
+            start = time.monotonic()
+            self.latency_enter(self.latency_modes[0])
+        else:
+            start = self.mutation_started if self.mutation_started is not None else time.monotonic()
+            for daemon in (self.server, *self.daemons):
+                daemon.reset_hwm()
+        self._wait_until_b_matches_a()
+        seconds = time.monotonic() - start
+        sent, wire = self._counts()
+        rss = {
+            "A": self.daemons[0].hwm_mib(),
+            "B": self.daemons[1].hwm_mib(),
+            "server": self.server.hwm_mib(),
+        }
+        return Result(seconds, sent=sent - sent0, wire=wire - wire0, rss=rss)
+
+    def _wait_until_b_matches_a(self) -> None:
+        """Poll B (every 10 ms) until its files equal A's by name, size and mtime: first only the
+        paths that differed, then one whole walk to confirm (bounded by the session timeout)."""
+        want = stat_tree(self.side_a)
+        deadline = time.monotonic() + self.timeout
+        while True:
+            have = stat_tree(self.side_b)
+            if have == want:
+                return
+            differing = {rel for rel in want.keys() | have.keys() if want.get(rel) != have.get(rel)}
+            while differing:
+                differing = {rel for rel in differing if _stat_of(self.side_b / rel) != want.get(rel)}
+                if time.monotonic() > deadline:
+                    raise ToolFailed(f"B differs from A after {self.timeout:.0f} s ({len(differing)} files)")
+                self.check_alive()
+                if differing:
+                    time.sleep(0.01)
+
+    def latency_enter(self, mode: LatencyMode) -> None:
+        if not self.daemons:
+            super().latency_enter(mode)
+
+    def latency_exit(self, mode: LatencyMode) -> None:
+        """The daemons keep running until the session closes."""
+        self.latency_rss = {label: d.hwm_mib() for label, d in zip("AB", self.daemons, strict=False)}
+        self.latency_rss["server"] = self.server.hwm_mib()
+
+    def close(self) -> None:
+        try:
+            if self.daemons:
+                super().latency_exit(self.latency_modes[0])
+        finally:
+            super().close()

@@ -43,6 +43,10 @@ class Session(ABC):
 
     bytes_method = ""
     latency_modes: ClassVar[list[LatencyMode]] = []
+    #: case -> why this tool has no figure for it (shown as n/a)
+    not_applicable: ClassVar[dict[str, str]] = {}
+    #: when the harness began mutating side A (a tool running continuously reacts from then on)
+    mutation_started: float | None = None
 
     def __init__(self, base: Path, timeout: float):
         self.base, self.timeout = base, timeout
@@ -227,9 +231,15 @@ class RcloneSession(Session):
 
 def all_tools() -> dict[str, type]:
     from sync_syncthing import Syncthing
-    from sync_tandem import Tandem
+    from sync_tandem import Tandem, TandemDaemons
 
-    return {"tandem": Tandem, "unison": Unison, "rclone": Rclone, "syncthing": Syncthing}
+    return {
+        "tandem": Tandem,
+        "tandem-daemon": TandemDaemons,
+        "unison": Unison,
+        "rclone": Rclone,
+        "syncthing": Syncthing,
+    }
 
 
 __all__ = ["LatencyMode", "Result", "Session", "ToolFailed", "all_tools"]
