@@ -16,6 +16,8 @@ from typing import Any
 
 import click
 
+from tandem.backup.daemon import overview as backup_overview
+from tandem.backup.daemon import status_lines as backup_status_lines
 from tandem.cli.common import friendly_errors, home, print_json
 from tandem.cli.progress import _size as human_size
 from tandem.client.account import Session
@@ -103,7 +105,7 @@ def status(paths: tuple[Path, ...], as_json: bool) -> None:
                 detail = item.get("reason") or item.get("direction") or ""
             click.echo(f"{item['state']:<12} {path_text}" + (f"  ({detail})" if detail else ""))
         return
-    info = _overview(where)
+    info = {**_overview(where), "backups": backup_overview(where)}
     if as_json:
         print_json(info)
         return
@@ -122,3 +124,5 @@ def status(paths: tuple[Path, ...], as_json: bool) -> None:
         paused = info["waiting_for_user"]
         click.echo(f"Waiting:    a sync would delete {paused['deletions']} of {paused['total']}"
                    " files; check, then run `tandem sync --allow-mass-delete`")
+    for line in backup_status_lines(where):
+        click.echo(line)

@@ -13,6 +13,7 @@ from typing import IO, Any
 
 import click
 
+from tandem.backup.daemon import start_scheduler
 from tandem.cli.common import friendly_errors, home
 from tandem.cli.progress import SyncProgress
 from tandem.client.account import Session
@@ -127,6 +128,7 @@ def _run_forever(engine: Engine, root: Path) -> None:
         signal.signal(signum, lambda *_: stop.set())
     click.echo(f"Syncing {root} with {engine.session.device.server_url} (Ctrl-C to stop).")
     control = _start_control(engine)
+    start_scheduler(engine.session, stop, lambda message: click.echo(message, err=True))
     try:
         engine.run_forever(stop, on_status=lambda message: click.echo(message, err=True))
     finally:
