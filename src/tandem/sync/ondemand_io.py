@@ -51,14 +51,13 @@ class Placeholders:
         cloud (a rewrite replaces it atomically, so it never disappears)."""
         if record is not None:
             self._check_unchanged(record)
-            target = record.placeholder
-        else:
-            target = placeholder_path(path)
-            if os.path.lexists(self.root / target):
-                raise OSError(errno.EEXIST, f"a file named {name_of(target)} is in the way of"
-                              " the placeholder", str(self.root / target))
-            self._intend(path, target)
-        self._write_recorded(path, target, remote)
+            self._write_recorded(path, record.placeholder, remote)
+            return
+        target = placeholder_path(path)
+        if os.path.lexists(self.root / target):
+            raise OSError(errno.EEXIST, f"a file named {name_of(target)} is in the way of"
+                          " the placeholder", str(self.root / target))
+        self._write_new(path, target, remote)
 
     def move(self, path: str, to: str, remote: RemoteEntry, record: Placeholder) -> None:
         """The file moved in the cloud: its placeholder is renamed to match (the same inode,
@@ -156,8 +155,7 @@ class Placeholders:
         target = placeholder_path(path)
         if os.path.lexists(self.root / target):
             raise OnDemandError(f"a file named {name_of(target)} is in the way")
-        self._intend(path, target)
-        self._write_recorded(path, target, remote)
+        self._write_new(path, target, remote)
         if not _same_stat(disk, scanned):  # written to at the last moment: keep it, undo
             (self.root / target).unlink(missing_ok=True)
             with self.state.transaction():
@@ -218,11 +216,19 @@ class Placeholders:
                                                          remote.content, new.inode, remote.size,
                                                          remote.mtime_ns))])
 
-    def _intend(self, path: str, target: str) -> None:
-        """Record a placeholder about to be written (stat unknown: inode 0). A crash before it
-        is recorded for real leaves a file `ondemand.overlay` still knows as a placeholder, so
-        its text is never taken for a user's file."""
+    def _write_new(self, path: str, target: str, remote: RemoteEntry) -> None:
+        """A new placeholder, recorded as intended (stat unknown: inode 0) before it is
+        written: a crash before it is recorded for real leaves a file `ondemand.overlay` still
+        knows as a placeholder, so its text is never taken for a user's file. A write that
+        fails before the placeholder exists (disk full, permission denied) forgets the
+        intent, so the file does not read as online-only meanwhile."""
         self.state.put_placeholder(path, Placeholder(target, 0, 0, 0))
+        try:
+            self._write_recorded(path, target, remote)
+        except OSError:
+            if not os.path.lexists(self.root / target):
+                self.state.drop_placeholder(path)
+            raise
 
     def _check_unchanged(self, record: Placeholder) -> None:
         disk = self.root / record.placeholder
