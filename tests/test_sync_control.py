@@ -109,6 +109,20 @@ def test_live_status_refuses_unknown_activity_and_restores_after_a_block() -> No
     assert live.snapshot()["activity"] == "syncing"
 
 
+def test_live_status_generation_changes_with_activity_and_files_in_flight() -> None:
+    live = LiveStatus(clock=Clock())
+    seen = [live.generation()]
+    for step in (lambda: live.set_activity("scanning"), lambda: live.set_activity("idle"),
+                 lambda: live.start_transfer("a", 10), lambda: live.finish_transfer("a")):
+        step()
+        seen.append(live.generation())
+    assert len(set(seen)) == len(seen)  # every step is seen, even a pass shorter than a poll
+    for quiet in (lambda: live.set_activity("idle"), lambda: live.advance("a", 5),
+                  lambda: live.finish_transfer("unknown")):
+        quiet()
+        assert live.generation() == seen[-1]
+
+
 def test_live_status_is_thread_safe() -> None:
     live = LiveStatus()
     live.start_transfer("big", 0)

@@ -19,6 +19,7 @@ from tandem.cli.progress import SyncProgress
 from tandem.client.account import Session
 from tandem.client.home import Home
 from tandem.sync.control import ControlError, ControlServer, Handler, RequestError
+from tandem.sync.emblems import Emblems, EmblemUpdater
 from tandem.sync.engine import Engine, MassDeletePaused, PassReport
 from tandem.sync.ignore import IgnoreFileError
 from tandem.sync.scanner import RootUnavailable
@@ -127,23 +128,26 @@ def _run_forever(engine: Engine, root: Path) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     click.echo(f"Syncing {root} with {engine.session.device.server_url} (Ctrl-C to stop).")
-    control = _start_control(engine)
+    # File-manager emblems follow the states (where gio can set them; else nothing happens).
+    emblems = EmblemUpdater(Emblems(root), engine.state, engine.live).start()
+    control = _start_control(engine, emblems.poke)
     start_scheduler(engine.session, stop, lambda message: click.echo(message, err=True))
     try:
         engine.run_forever(stop, on_status=lambda message: click.echo(message, err=True))
     finally:
         if control is not None:
             control.stop()
+        emblems.stop()
 
 
-def _start_control(engine: Engine) -> ControlServer | None:
+def _start_control(engine: Engine, changed: Callable[[], None]) -> ControlServer | None:
     """The control socket `tandem status` asks while this daemon runs (and the live status it
     reports). Another daemon answering there stops this one; a socket that cannot be made
-    only costs the live view."""
+    only costs the live view. `changed` is told after each free or offline."""
     try:
         control = serve_status(engine.session.home.path, engine.state, engine.session, engine.live)
-        control.register("free", _on_demand_handler(engine.free))
-        control.register("offline", _on_demand_handler(engine.make_offline))
+        control.register("free", _on_demand_handler(engine.free, changed))
+        control.register("offline", _on_demand_handler(engine.make_offline, changed))
         return control
     except ControlError as exc:
         raise click.ClickException(str(exc)) from None
@@ -153,13 +157,17 @@ def _start_control(engine: Engine) -> ControlServer | None:
         return None
 
 
-def _on_demand_handler(action: Callable[[list[str]], dict[str, str]]) -> Handler:
+def _on_demand_handler(action: Callable[[list[str]], dict[str, str]],
+                       changed: Callable[[], None]) -> Handler:
     """`{"op": "free" | "offline", "paths": [...]}`, run between this daemon's passes."""
 
     def handle(request: dict[str, Any]) -> dict[str, Any]:
         paths = request.get("paths")
         if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
             raise RequestError("invalid_request", '"paths" is a list of relative paths')
-        return {"problems": action(paths)}
+        try:
+            return {"problems": action(paths)}
+        finally:
+            changed()
 
     return handle

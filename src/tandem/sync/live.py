@@ -34,6 +34,7 @@ class LiveStatus:
         self._activity = "idle"
         self._since = self._started
         self._transfers: dict[str, list[int]] = {}  # path -> [bytes done, bytes total]
+        self._generation = 0  # counts changes of activity and of the set of files in flight
         self._moved: deque[tuple[float, int]] = deque()  # (bucket start, bytes)
 
     # ---- what the engine calls ------------------------------------------------------------
@@ -45,6 +46,7 @@ class LiveStatus:
             if activity != self._activity:
                 self._activity = activity
                 self._since = self._clock()
+                self._generation += 1
 
     @contextmanager
     def activity(self, activity: str) -> Iterator[None]:
@@ -61,6 +63,7 @@ class LiveStatus:
         """`path` (relative, as in the trees) starts moving `total` bytes; a restart resets it."""
         with self._lock:
             self._transfers[path] = [0, max(0, total)]
+            self._generation += 1
 
     def advance(self, path: str, count: int) -> None:
         """`count` more bytes of `path` moved. They count towards the rate even when the path
@@ -83,7 +86,8 @@ class LiveStatus:
     def finish_transfer(self, path: str) -> None:
         """`path` is done (or failed): no longer in flight. Unknown paths are ignored."""
         with self._lock:
-            self._transfers.pop(path, None)
+            if self._transfers.pop(path, None) is not None:
+                self._generation += 1
 
     # ---- what `tandem status` reads -------------------------------------------------------
 
@@ -91,6 +95,12 @@ class LiveStatus:
         """Bytes per second over the last window (over the time since start while younger)."""
         with self._lock:
             return self._rate(self._clock())
+
+    def generation(self) -> int:
+        """A number that changes whenever the activity or the set of files in flight does:
+        a watcher polling it (the emblems) misses no pass however short."""
+        with self._lock:
+            return self._generation
 
     def transfers(self) -> dict[str, tuple[int, int]]:
         """Path -> (bytes done, bytes total) of what is in flight."""
