@@ -75,16 +75,17 @@ class Emblems:
     def enabled(self) -> bool:
         return self.gio is not None
 
-    def update(self, wanted: Mapping[str, str]) -> None:
-        """Bring the emblems to `wanted`. Paths gone from disk are skipped (metadata of a
-        missing file cannot be set); the first refusal of the attribute turns emblems off."""
+    def update(self, wanted: Mapping[str, str], stopping: threading.Event | None = None) -> None:
+        """Bring the emblems to `wanted` (until `stopping` is set). Paths gone from disk are
+        skipped (metadata of a missing file cannot be set); the first refusal of the
+        attribute turns emblems off."""
         to_set, to_clear = changes(self.applied, wanted)
         for path in to_clear:
             self.applied.pop(path, None)
             if self.enabled and os.path.lexists(self.root / path):
                 self._gio(["-d"], path, [])
         for path, emblem in sorted(to_set.items()):
-            if not self.enabled:
+            if not self.enabled or (stopping is not None and stopping.is_set()):
                 return
             if os.path.lexists(self.root / path) and self._gio(["-t", "stringv"], path, [emblem]):
                 self.applied[path] = emblem
@@ -142,7 +143,7 @@ class EmblemUpdater:
                 self._poked.clear()
                 seen = generation
                 try:
-                    self.emblems.update(self._wanted(self.live.transfers()))
+                    self.emblems.update(self._wanted(self.live.transfers()), self._stop)
                 except Exception:  # emblems are decoration: never stop the sync for them
                     self.emblems.gio = None
             self._poked.wait(POLL_SECONDS)
