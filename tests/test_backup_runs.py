@@ -9,11 +9,14 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from tandem.backup.local import BackupHome
-from tandem.backup.run import run_backup
+from tandem.backup.run import BackupCancelled, run_backup
 from tandem.client.account import Session
 from tandem.client.home import Home
 from tests.conftest import RunningServer
@@ -121,3 +124,20 @@ def test_the_sync_daemon_runs_due_backups_and_status_shows_them(
     info = json.loads(ok(device.run("status", "--json")).stdout)
     row = next(b for b in info["backups"] if b["folder"] == str(photos))
     assert row["next_run"] == row["last_run"] + 6 * 3600
+
+
+def test_a_stopped_run_records_nothing_and_stays_due(server: RunningServer, tmp_path: Path) -> None:
+    device = link_devices(server, tmp_path, 1)[0]
+    write(device.folder, "a.txt", "a")
+    ok(device.run("backup", "add", str(device.folder), "--every", "1h"))
+    session = Session.open(Home(device.home))
+    try:
+        local = BackupHome(session.home)
+        stop = threading.Event()
+        stop.set()
+        with pytest.raises(BackupCancelled):
+            run_backup(session, local, local.all()[0], cancel=stop)
+        assert local.last_run(local.all()[0].id).started is None
+    finally:
+        session.close()
+    assert snapshots(device) == []

@@ -84,7 +84,7 @@ def restore(transfers: Transfers, selection: list[tuple[Item, str]], dest: Path,
         if item.kind == "folder":
             _make_folder(dest / rel)
     with ThreadPoolExecutor(WRITERS, thread_name_prefix="tandem-restore") as pool:
-        for _ in pool.map(lambda job: _write(transfers, *job, overwrite, progress), files):
+        for _ in pool.map(lambda job: _write(transfers, job[0], job[1], overwrite, progress), files):
             progress.files += 1
     return progress
 

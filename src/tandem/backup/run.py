@@ -69,6 +69,8 @@ def run_backup(session: Session, local: BackupHome, backup: Backup,
         started = clock()
         try:
             report = _Run(session, local, backup, counters, cancel, clock).run(started)
+        except BackupCancelled:
+            raise  # not a run: still due, so the next start runs it
         except Exception as exc:
             local.save_last_run(backup.id, LastRun(started, clock(), error=str(exc)))
             raise
