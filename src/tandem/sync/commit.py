@@ -157,8 +157,10 @@ class RemoteBatch:
                                              "name": self._name(parent_id, op.to)}, effect))
 
     def commit(self) -> None:
-        for start in range(0, len(self.pending), _COMMIT_OPS):
-            group = self.pending[start : start + _COMMIT_OPS]
+        """Send what was added since the last commit."""
+        pending, self.pending = self.pending, []
+        for start in range(0, len(pending), _COMMIT_OPS):
+            group = pending[start : start + _COMMIT_OPS]
             try:
                 self._apply(group)
             except ApiError:

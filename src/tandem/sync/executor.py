@@ -229,28 +229,61 @@ class Executor:
 
     def _remote(self, ops: list[p.Op], local: LocalTree, remote: RemoteTree,
                 outcome: Outcome) -> None:
+        """Tree changes first, in one batch; then uploads in slices, each committed as soon
+        as its chunks are on the server, so other devices start fetching the first files
+        while later ones are still being read and sent."""
         batch = RemoteBatch(self, local, remote, outcome)
         uploads = [op for op in ops if isinstance(op, p.Upload)]
         uploaded = self._known_uploads(uploads, local, remote)
         uploads = [op for op in uploads if op.path not in uploaded]
+        first = [op for op in ops if not isinstance(op, p.Upload) or op.path in uploaded]
+        for op in sorted(first, key=lambda op: (not isinstance(op, p.CreateRemoteFolder),
+                                               op.path.count("/"), op.path)):
+            batch.add(op, uploaded.get(op.path))
+        batch.commit()
         for op in uploads:
             self.live.start_transfer(op.path, op.local.size)
         try:
-            results = (self.transfers.upload([self.paths.disk(op.path, local) for op in uploads],
-                                             lambda index, count: self.live.advance(
-                                                 uploads[index].path, count))
-                       if uploads else [])
+            for part in upload_slices(uploads):
+                self._upload_and_commit(part, local, batch, outcome)
         finally:
             for op in uploads:
                 self.live.finish_transfer(op.path)
+
+    def _upload_and_commit(self, uploads: list[p.Upload], local: LocalTree, batch: RemoteBatch,
+                           outcome: Outcome) -> None:
+        results = self.transfers.upload([self.paths.disk(op.path, local) for op in uploads],
+                                        lambda index, count: self.live.advance(
+                                            uploads[index].path, count))
         for op, result in zip(uploads, results, strict=True):
             if isinstance(result, Exception):
                 outcome.problems[op.path] = describe(result) if isinstance(result, OSError) else str(result)
             else:
-                uploaded[op.path] = result
-        for op in sorted(ops, key=lambda op: (not isinstance(op, p.CreateRemoteFolder),
-                                             op.path.count("/"), op.path)):
-            batch.add(op, uploaded.get(op.path))
+                batch.add(op, result)
+            self.live.finish_transfer(op.path)
         batch.commit()
 
 
+#: The first slice of uploads is committed after this many files or bytes; each next slice
+#: may be twice as large, up to the last limits (few commits for many files, an early first).
+_FIRST_SLICE = (64, 8 << 20)
+_LAST_SLICE = (2048, 128 << 20)
+
+
+def upload_slices(uploads: list[p.Upload]) -> list[list[p.Upload]]:
+    """Uploads in path order, cut into slices of growing size (a file larger than the limit
+    is a slice of its own)."""
+    slices: list[list[p.Upload]] = []
+    files, size = _FIRST_SLICE
+    current: list[p.Upload] = []
+    current_bytes = 0
+    for op in sorted(uploads, key=lambda op: op.path):
+        if current and (len(current) >= files or current_bytes + op.local.size > size):
+            slices.append(current)
+            current, current_bytes = [], 0
+            files, size = min(files * 2, _LAST_SLICE[0]), min(size * 2, _LAST_SLICE[1])
+        current.append(op)
+        current_bytes += op.local.size
+    if current:
+        slices.append(current)
+    return slices
