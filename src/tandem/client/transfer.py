@@ -133,11 +133,6 @@ class Transfers:
         manifest once read (its chunks go on in the background), `finish` waits for all."""
         return _UploadBatch(self)
 
-    def upload_batch(self) -> _UploadBatch:
-        """Files handed over one at a time, sharing requests: `add_file` returns a file's
-        manifest once read (its chunks go on in the background), `finish` waits for all."""
-        return _UploadBatch(self)
-
     def upload_file(self, path: Path) -> UploadResult:
         result = self.upload([path])[0]
         if isinstance(result, Exception):
