@@ -26,6 +26,7 @@ from tandem.client.transfer import Transfers
 from tandem.core.crypto import DecryptionError
 from tandem.sync import ondemand, planner
 from tandem.sync.executor import STATE_FOLDER, Executor
+from tandem.sync.focus import paths_of_nodes, restrict, widen
 from tandem.sync.ignore import IGNORE_FILE, IgnoreFileError, IgnoreRules
 from tandem.sync.live import LiveStatus
 from tandem.sync.localfs import PreconditionFailed, describe
@@ -152,7 +153,11 @@ class Engine:
 
     def _rounds(self, subtrees: Sequence[str] | None) -> PassReport:
         report = PassReport()
-        scan_only = subtrees
+        # Plan only where something may have changed (None: everything); earlier problems
+        # are looked at again, so they are retried and stay reported until solved.
+        focus = widen(set(), subtrees) if subtrees is not None else None
+        focus = widen(focus, self.state.problems())
+        scan_only = None if focus is None else sorted(focus)
         for _ in range(MAX_ROUNDS):
             report.rounds += 1
             # Local first: with the server unreachable, the scan still records what waits.
@@ -166,12 +171,17 @@ class Engine:
             local, rescan = self._read_placeholders(scanned, synced)
             if rescan is not None:
                 scan_only = rescan  # a placeholder became a real file: look again first
+                focus = widen(focus, rescan)
                 continue
+            changed = self.mirror.take_changed()
+            focus = None if changed is None else widen(
+                focus, paths_of_nodes(changed, remote, synced))
             # What this device ignores (by rule, or a symlink or special file standing there)
             # is neither sent, fetched nor deleted, on either side.
             skip = set(scanned.ignored)
-            plan = planner.plan(self._unignored(synced, skip), local,
-                                self._unignored(remote, skip))
+            plan = planner.plan(self._unignored(restrict(synced, focus), skip),
+                                restrict(local, focus),
+                                self._unignored(restrict(remote, focus), skip))
             problems = {**remote_problems, **scanned.problems}
             if not plan.ops:
                 report.problems = problems
@@ -189,6 +199,7 @@ class Engine:
             if outcome.done == 0:
                 break
             scan_only = _touched(plan, outcome.problems)
+            focus = widen(focus, scan_only)  # a pass's focus only grows
         self.state.set_problems(report.problems, int(time.time()))
         if self.state.get("mass_delete"):
             self.state.put("mass_delete", "")

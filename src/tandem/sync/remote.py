@@ -40,6 +40,8 @@ class RemoteMirror:
         self._tree: tuple[RemoteTree, dict[str, str]] | None = None
         #: Each node's entry, reused while the node is the same (its content id is computed once).
         self._entries: dict[str, tuple[RemoteNode, RemoteEntry]] = {}
+        #: Ids of the nodes changed since `take_changed` (None: all of them, after a relist).
+        self._changed: set[str] | None = None
 
     def _node(self, raw: dict[str, Any]) -> RemoteNode:
         name = None
@@ -83,12 +85,14 @@ class RemoteMirror:
         self.state.update_remote(nodes, (), cursor, replace_all=True)
         self.nodes = {n.node_id: n for n in nodes}
         self._tree = None
+        self._changed = None
 
     def apply(self, changes: Iterable[dict[str, Any]], cursor: int | None = None) -> None:
         """Apply journal entries (or our own commits' results, with `cursor` None)."""
         upserts, deletions = [], []
         self._tree = None
         for raw in changes:
+            self._note_changed(raw["id"])
             if raw["state"] == "live":
                 node = self._node(raw)
                 upserts.append(node)
@@ -104,9 +108,21 @@ class RemoteMirror:
         self._tree = None
         for node in nodes:
             self.nodes[node.node_id] = node
+            self._note_changed(node.node_id)
         for node_id in deleted:
             self.nodes.pop(node_id, None)
+            self._note_changed(node_id)
         self.state.update_remote(nodes, deleted)
+
+    def _note_changed(self, node_id: str) -> None:
+        if self._changed is not None:
+            self._changed.add(node_id)
+
+    def take_changed(self) -> set[str] | None:
+        """The ids of the nodes changed since the last call (None: possibly all of them: a
+        relist, or the first call), and start counting afresh."""
+        changed, self._changed = self._changed, set()
+        return changed
 
     def tree(self) -> tuple[RemoteTree, dict[str, str]]:
         """Paths of every reachable node, and a problem per node that cannot be placed."""
