@@ -17,7 +17,7 @@ from tandem import __version__
 from tandem.server.blobs import open_blob_store
 from tandem.server.config import ServerConfig
 from tandem.server.deps import Services
-from tandem.server.errors import install_error_handlers
+from tandem.server.errors import document_errors, install_error_handlers
 from tandem.server.limits import BodyLimitMiddleware
 from tandem.server.locks import AccountLocks
 from tandem.server.notify import LocalNotifier
@@ -83,6 +83,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     )
     app.state.services = parts
     install_error_handlers(app)
+    document_errors(app)
     app.add_middleware(BodyLimitMiddleware)
     for module in (accounts, tree, chunks, history, backups):
         app.include_router(module.router)

@@ -6,9 +6,11 @@ Clients branch on `code`; people read `message`. Nothing a client sends may prod
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
@@ -59,3 +61,39 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _internal(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error", exc_info=exc)
         return error_response(500, "internal", "internal server error")
+
+
+#: The refusal shape as a schema: every operation documents it as its `default` response.
+_ERROR_SCHEMA = {
+    "type": "object", "required": ["error"], "additionalProperties": False,
+    "properties": {"error": {
+        "type": "object", "required": ["code", "message"],
+        "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+        "description": "Stable `code` for programs, `message` for people; some codes add fields.",
+    }},
+}
+
+
+def document_errors(app: FastAPI) -> None:
+    """Make /openapi.json tell the truth about refusals: FastAPI documents a 422 with its own
+    body, but this server answers invalid input with a 400 in the one error shape, and any
+    operation may refuse (401, 404, 409, 413, 429, ...)."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version,
+                                 description=app.description, routes=app.routes)
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            for unused in ("HTTPValidationError", "ValidationError"):
+                components.pop(unused, None)
+            components["Error"] = _ERROR_SCHEMA
+            refusal = {"description": "Refused: a 4xx in the one error shape",
+                       "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+            for operations in schema.get("paths", {}).values():
+                for operation in operations.values():
+                    operation["responses"].pop("422", None)
+                    operation["responses"]["default"] = refusal
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
