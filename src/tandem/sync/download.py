@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from tandem.client.api import ClientError
-from tandem.client.transfer import NEW_FILE_MODE, Transfers
+from tandem.client.transfer import NEW_FILE_MODE, DownloadError, Transfers
 from tandem.core.chunking import MIN_CHUNK, iter_chunks
 from tandem.core.crypto import DecryptionError
 from tandem.fileio import sync_filesystem, write_temp_file
@@ -69,27 +69,32 @@ class Downloader:
                 elif error:
                     outcome.problems[op.path] = error
 
-    def _fetch_batch(self, batch: list[p.Download]) -> list[bytes] | BaseException:
-        """The contents of a batch of small files, in few requests."""
+    def _fetch_batch(self, batch: list[p.Download]) -> list[bytes | BaseException]:
+        """The contents of a batch of small files, in few requests. Content that fails
+        verification (a forged or swapped chunk) is one file's problem: the batch is then
+        fetched file by file, so the others still arrive and each failure names its file."""
         for op in batch:
             self.live.start_transfer(op.path, op.remote.size)
         manifest = [entry for op in batch for entry in op.remote.manifest]
         try:
             chunks = iter(list(self.transfers.iter_content(manifest)))
-        except (ClientError, DecryptionError, OSError) as exc:
-            return exc
+        except (DecryptionError, DownloadError) as exc:
+            if len(batch) == 1:
+                return [exc]
+            return [result for op in batch for result in self._fetch_batch([op])]
+        except (ClientError, OSError) as exc:
+            return [exc] * len(batch)
         return [b"".join(next(chunks) for _ in op.remote.manifest) for op in batch]
 
-    def _place_small_files(self, batch: list[p.Download], contents: list[bytes] | BaseException,
+    def _place_small_files(self, batch: list[p.Download], contents: list[bytes | BaseException],
                            local: LocalTree, outcome: Outcome) -> None:
         """Temp files, one flush, renames (each re-checked just before), one flush, then the
         records: a file appears only complete, and is recorded only once that is durable."""
-        if isinstance(contents, BaseException):
-            for op in batch:
-                outcome.problems[op.path] = describe(contents)
-            return
         written: list[tuple[p.Download, Path]] = []
         for op, data in zip(batch, contents, strict=True):
+            if isinstance(data, BaseException):
+                outcome.problems[op.path] = describe(data)
+                continue
             try:
                 written.append((op, write_temp_file(self.temp_dir, data, NEW_FILE_MODE,
                                                     op.remote.mtime_ns)))
