@@ -7,7 +7,7 @@ tree the planner sees: a hostile server cannot make the client write outside the
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from tandem.client.api import ApiClient, ApiError
@@ -30,6 +30,61 @@ def name_problem(name: str) -> str | None:
     return None
 
 
+def decode_node(keys: AccountKeys, raw: dict[str, Any]) -> RemoteNode:
+    """A node as the API sends it, with its name decrypted (None: it does not decrypt)."""
+    name = None
+    if raw["name"] is not None and raw["parent_id"] is not None:
+        try:
+            name = normalize(keys.decrypt_name(raw["parent_id"], b64decode(raw["name"])))
+        except (DecryptionError, ValueError):
+            name = None
+    manifest = tuple((c, int(s)) for c, s in raw.get("manifest") or ())
+    return RemoteNode(raw["id"], raw["parent_id"], name, raw["kind"], int(raw["rev"]),
+                      int(raw["size"]), int(raw["mtime_ns"]), manifest)
+
+
+def to_entry(node: RemoteNode) -> RemoteEntry:
+    return RemoteEntry(node.node_id, node.kind,  # type: ignore[arg-type]
+                       node.rev, node.size, node.mtime_ns, node.manifest)
+
+
+def build_tree(nodes: Iterable[RemoteNode],
+               entry: Callable[[RemoteNode], RemoteEntry] = to_entry,
+               ) -> tuple[RemoteTree, dict[str, str]]:
+    """Paths of every node reachable from the root, and a problem per node that cannot be
+    placed (its name does not decrypt, is not a valid name, or is taken in its folder)."""
+    children: dict[str, list[RemoteNode]] = {}
+    for node in nodes:
+        if node.parent_id is not None:
+            children.setdefault(node.parent_id, []).append(node)
+    tree: RemoteTree = {}
+    problems: dict[str, str] = {}
+    paths = {ROOT_ID: ""}
+    stack = [ROOT_ID]
+    while stack:
+        folder_id = stack.pop()
+        folder_path = paths[folder_id]
+        for node in sorted(children.get(folder_id, ()), key=lambda n: n.node_id):
+            if node.name is None:
+                problems[join(folder_path, f"<node {node.node_id[:8]}>")] = \
+                    "a name from the server does not decrypt: skipped"
+                continue
+            reason = name_problem(node.name)
+            path = join(folder_path, node.name)
+            if reason is not None:
+                problems[join(folder_path, repr(node.name)[1:-1][:80])] = \
+                    f"the name {reason}: skipped"
+                continue
+            if path in tree:
+                problems[path] = "two cloud entries have this name: one is skipped"
+                continue
+            tree[path] = entry(node)
+            if node.kind == "folder" and node.node_id not in paths:
+                paths[node.node_id] = path
+                stack.append(node.node_id)
+    return tree, problems
+
+
 class RemoteMirror:
     def __init__(self, api: ApiClient, keys: AccountKeys, state: StateDB) -> None:
         self.api = api
@@ -44,15 +99,7 @@ class RemoteMirror:
         self._changed: set[str] | None = None
 
     def _node(self, raw: dict[str, Any]) -> RemoteNode:
-        name = None
-        if raw["name"] is not None and raw["parent_id"] is not None:
-            try:
-                name = normalize(self.keys.decrypt_name(raw["parent_id"], b64decode(raw["name"])))
-            except (DecryptionError, ValueError):
-                name = None
-        manifest = tuple((c, int(s)) for c, s in raw.get("manifest") or ())
-        return RemoteNode(raw["id"], raw["parent_id"], name, raw["kind"], int(raw["rev"]),
-                          int(raw["size"]), int(raw["mtime_ns"]), manifest)
+        return decode_node(self.keys, raw)
 
     def refresh(self) -> bool:
         """Read the journal up to now; True if anything changed. A cursor the server no longer
@@ -78,6 +125,13 @@ class RemoteMirror:
                 self.state.update_remote((), (), page["cursor"])
             if not page["has_more"]:
                 return changed
+
+    def forget(self) -> None:
+        """Drop the mirror and its cursor: the next refresh lists the whole tree again."""
+        self.state.update_remote((), (), 0, replace_all=True)
+        self.nodes = {}
+        self._tree = None
+        self._changed = None
 
     def _relist(self) -> None:
         listed, cursor = self.api.iter_tree(page=_PAGE)
@@ -134,43 +188,13 @@ class RemoteMirror:
         return dict(tree), dict(problems)
 
     def _build_tree(self) -> tuple[RemoteTree, dict[str, str]]:
-        children: dict[str, list[RemoteNode]] = {}
-        for node in self.nodes.values():
-            if node.parent_id is not None:
-                children.setdefault(node.parent_id, []).append(node)
-        tree: RemoteTree = {}
-        problems: dict[str, str] = {}
-        paths = {ROOT_ID: ""}
-        stack = [ROOT_ID]
-        while stack:
-            folder_id = stack.pop()
-            folder_path = paths[folder_id]
-            for node in sorted(children.get(folder_id, ()), key=lambda n: n.node_id):
-                if node.name is None:
-                    problems[join(folder_path, f"<node {node.node_id[:8]}>")] = \
-                        "a name from the server does not decrypt: skipped"
-                    continue
-                reason = name_problem(node.name)
-                path = join(folder_path, node.name)
-                if reason is not None:
-                    problems[join(folder_path, repr(node.name)[1:-1][:80])] = \
-                        f"the name {reason}: skipped"
-                    continue
-                if path in tree:
-                    problems[path] = "two cloud entries have this name: one is skipped"
-                    continue
-                tree[path] = self._entry(node)
-                if node.kind == "folder" and node.node_id not in paths:
-                    paths[node.node_id] = path
-                    stack.append(node.node_id)
-        return tree, problems
+        return build_tree(self.nodes.values(), self._entry)
 
     def _entry(self, node: RemoteNode) -> RemoteEntry:
         known = self._entries.get(node.node_id)
         if known is not None and known[0] is node:
             return known[1]
-        entry = RemoteEntry(node.node_id, node.kind,  # type: ignore[arg-type]
-                            node.rev, node.size, node.mtime_ns, node.manifest)
+        entry = to_entry(node)
         self._entries[node.node_id] = (node, entry)
         return entry
 
