@@ -1,29 +1,57 @@
-"""The `tandem` entry point: one click group, a module per command family."""
+"""The `tandem` entry point: one click group, a module per command family.
+
+Commands are imported when used: `tandem sync --once` should not pay for the server, rich
+progress bars or backups (half a second of imports on a small machine, on every invocation).
+"""
 
 from __future__ import annotations
+
+import importlib
 
 import click
 
 from tandem import __version__
-from tandem.cli.account import devices, login, logout, signup
-from tandem.cli.backup import backup
-from tandem.cli.history import restore, trash, versions
-from tandem.cli.ondemand import free, offline, open_file
-from tandem.cli.serve import serve
-from tandem.cli.status import status
-from tandem.cli.sync import sync
 from tandem.client.memory import pin_mmap_threshold
 
+#: command name -> (module under tandem.cli, attribute), in the order `--help` lists them
+COMMANDS = {
+    "serve": ("serve", "serve"),
+    "signup": ("account", "signup"),
+    "login": ("account", "login"),
+    "logout": ("account", "logout"),
+    "devices": ("account", "devices"),
+    "sync": ("sync", "sync"),
+    "status": ("status", "status"),
+    "free": ("ondemand", "free"),
+    "offline": ("ondemand", "offline"),
+    "open": ("ondemand", "open_file"),
+    "versions": ("history", "versions"),
+    "restore": ("history", "restore"),
+    "trash": ("history", "trash"),
+    "backup": ("backup", "backup"),
+    "check": ("check", "check_command"),
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class LazyGroup(click.Group):
+    """A group whose commands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS:
+            return None
+        module, attr = COMMANDS[cmd_name]
+        command = getattr(importlib.import_module(f"tandem.cli.{module}"), attr)
+        assert isinstance(command, click.Command)
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="tandem")
 def cli() -> None:
     """Tandem: an end-to-end encrypted cloud drive with two-way sync."""
-
-
-for command in (serve, signup, login, logout, devices, sync, status, free, offline, open_file,
-                versions, restore, trash, backup):
-    cli.add_command(command)
 
 
 def main() -> None:

@@ -4,27 +4,19 @@ from __future__ import annotations
 
 import fcntl
 import os
-import signal
 import sys
-import threading
-from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import click
 
-from tandem.backup.daemon import start_scheduler
 from tandem.cli.common import friendly_errors, home
-from tandem.cli.progress import SyncProgress
 from tandem.client.account import Session
 from tandem.client.home import Home
-from tandem.sync.control import ControlError, ControlServer, Handler, RequestError
-from tandem.sync.emblems import Emblems, EmblemUpdater
 from tandem.sync.engine import Engine, MassDeletePaused, PassReport
 from tandem.sync.ignore import IgnoreFileError
 from tandem.sync.scanner import RootUnavailable
 from tandem.sync.state import StateDB
-from tandem.sync.status import serve_status
 
 DEFAULT_FOLDER = Path("~/Tandem")
 
@@ -96,7 +88,9 @@ def sync(folder: Path | None, once: bool, allow_mass_delete: bool) -> None:
         if once:
             _run_once(engine)
         else:
-            _run_forever(engine, root)
+            from tandem.cli.daemon import run_forever  # (its watcher, socket and threads)
+
+            run_forever(engine, root)
     except RootUnavailable as exc:
         raise click.ClickException(str(exc)) from None
     except (MassDeletePaused, IgnoreFileError) as exc:
@@ -110,6 +104,8 @@ def sync(folder: Path | None, once: bool, allow_mass_delete: bool) -> None:
 
 def _run_once(engine: Engine) -> None:
     if sys.stdout.isatty():
+        from tandem.cli.progress import SyncProgress  # rich: only on a terminal
+
         progress = SyncProgress(engine.transfers.stats)
         engine.on_round = progress.on_round
         with progress:
@@ -121,53 +117,3 @@ def _run_once(engine: Engine) -> None:
         click.echo(f"  {path}: {problem}", err=True)
     if report.problems:
         raise SystemExit(1)
-
-
-def _run_forever(engine: Engine, root: Path) -> None:
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
-    click.echo(f"Syncing {root} with {engine.session.device.server_url} (Ctrl-C to stop).")
-    # File-manager emblems follow the states (where gio can set them; else nothing happens).
-    emblems = EmblemUpdater(Emblems(root), engine.state, engine.live).start()
-    control = _start_control(engine, emblems.poke)
-    start_scheduler(engine.session, stop, lambda message: click.echo(message, err=True))
-    try:
-        engine.run_forever(stop, on_status=lambda message: click.echo(message, err=True))
-    finally:
-        if control is not None:
-            control.stop()
-        emblems.stop()
-
-
-def _start_control(engine: Engine, changed: Callable[[], None]) -> ControlServer | None:
-    """The control socket `tandem status` asks while this daemon runs (and the live status it
-    reports). Another daemon answering there stops this one; a socket that cannot be made
-    only costs the live view. `changed` is told after each free or offline."""
-    try:
-        control = serve_status(engine.session.home.path, engine.state, engine.session, engine.live)
-        control.register("free", _on_demand_handler(engine.free, changed))
-        control.register("offline", _on_demand_handler(engine.make_offline, changed))
-        return control
-    except ControlError as exc:
-        raise click.ClickException(str(exc)) from None
-    except OSError as exc:
-        click.echo(f"warning: no control socket ({exc}); `tandem status` reads the state"
-                   " DB instead", err=True)
-        return None
-
-
-def _on_demand_handler(action: Callable[[list[str]], dict[str, str]],
-                       changed: Callable[[], None]) -> Handler:
-    """`{"op": "free" | "offline", "paths": [...]}`, run between this daemon's passes."""
-
-    def handle(request: dict[str, Any]) -> dict[str, Any]:
-        paths = request.get("paths")
-        if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
-            raise RequestError("invalid_request", '"paths" is a list of relative paths')
-        try:
-            return {"problems": action(paths)}
-        finally:
-            changed()
-
-    return handle

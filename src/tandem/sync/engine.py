@@ -42,7 +42,6 @@ from tandem.sync.ondemand_io import OnDemandError
 from tandem.sync.remote import RemoteMirror
 from tandem.sync.scanner import RootUnavailable, ScanResult, make_hasher, scan
 from tandem.sync.state import StateDB
-from tandem.sync.watcher import Watcher
 
 T = TypeVar("T", SyncedEntry, RemoteEntry)
 MAX_ROUNDS = 50
@@ -305,6 +304,8 @@ class Engine:
     def run_forever(self, stop: threading.Event,
                     on_status: Callable[[str], None] | None = None) -> None:
         """Sync as changes happen until `stop` is set."""
+        from tandem.sync.watcher import Watcher  # watchdog: only daemons pay for its import
+
         say = on_status or (lambda _message: None)
         remote_changed = threading.Event()
         poller = threading.Thread(target=self._poll, args=(stop, remote_changed), daemon=True,
