@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -15,6 +15,7 @@ from tandem.server.locks import AccountLocks
 from tandem.server.notify import LocalNotifier
 from tandem.server.store.base import Device, StoreError
 from tandem.server.store.sql import SqlStore
+from tandem.server.throttle import LoginThrottle
 
 _bearer = HTTPBearer(auto_error=False)
 #: last_seen_at is written at most this often per device, not on every request.
@@ -30,6 +31,7 @@ class Services:
     #: Keys fake prelogin answers for unknown emails, so they look like real ones.
     server_secret: bytes
     locks: AccountLocks
+    throttle: LoginThrottle = field(default_factory=LoginThrottle)
 
 
 def services(request: Request) -> Services:
@@ -37,6 +39,9 @@ def services(request: Request) -> Services:
 
 
 def token_hash(token: str) -> bytes:
+    """Tokens are looked up by this hash (an index lookup, not a comparison of secrets): 256
+    random bits hashed, so the lookup's timing tells nothing about a token, and a leaked
+    database holds no usable token."""
     return hashlib.sha256(token.encode("utf-8")).digest()
 
 

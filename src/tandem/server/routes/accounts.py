@@ -7,10 +7,12 @@ import hmac
 import json
 import secrets
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
 
 from tandem.core.crypto import DEFAULT_KDF, b64decode, b64encode
 from tandem.server.deps import Services, current_device, now, services, token_hash
+from tandem.server.errors import error_response
 from tandem.server.models import (
     AccountResponse,
     DeviceModel,
@@ -79,11 +81,23 @@ def signup(body: SignupRequest, parts: Services = Depends(services)) -> SessionR
 
 
 @router.post("/auth/login", response_model=SessionResponse)
-def login(body: LoginRequest, parts: Services = Depends(services)) -> SessionResponse:
-    account = parts.store.account_by_email(body.email.lower())
+def login(body: LoginRequest, request: Request,
+          parts: Services = Depends(services)) -> SessionResponse | JSONResponse:
+    """Failed logins are throttled per email and per address (`server/throttle.py`): 429
+    with Retry-After, answered before the credentials are even looked at."""
+    email, address = body.email.lower(), request.client.host if request.client else ""
+    wait = parts.throttle.retry_after(email, address)
+    if wait > 0:
+        refusal = error_response(429, "too_many_attempts",
+                                 f"too many failed logins: try again in {wait} s", retry_after=wait)
+        refusal.headers["Retry-After"] = str(wait)
+        return refusal
+    account = parts.store.account_by_email(email)
     auth_secret = _decode(body.auth_secret, "auth_secret", 32, 64)
     if account is None or not hmac.compare_digest(_auth_hash(auth_secret), account.auth_hash):
+        parts.throttle.failed(email, address)
         raise StoreError(401, "wrong_credentials", "wrong email or password")
+    parts.throttle.succeeded(email)
     token, device_id = _new_session(parts, account.id, body.device_name)
     return SessionResponse(token=token, device_id=device_id,
                            wrapped_key=b64encode(account.wrapped_key), salt=b64encode(account.salt),
