@@ -300,20 +300,14 @@ def daemons(*devices: Device) -> Iterator[list[subprocess.Popen[bytes]]]:
         stop_processes(*started, grace=3.0)
 
 
-class HoldingProxy:
-    """A TCP proxy in front of the server that holds every request whose head contains
-    `marker` until `release()`: a test can freeze a client at a known point of its protocol
-    (e.g. with its upload queue full) and change the disk meanwhile."""
+class Proxy:
+    """A TCP proxy on 127.0.0.1 in front of the server: `serve` handles each accepted
+    connection (subclasses decide how); every socket and thread is tracked, so `close` stops
+    them all."""
 
-    def __init__(self, server_url: str, marker: bytes) -> None:
+    def __init__(self, server_url: str) -> None:
         target = urlparse(server_url)
         self.target = (target.hostname or "127.0.0.1", target.port or 80)
-        self.marker = marker
-        self.holding = False
-        #: While set, every new connection gets a 503 and is closed (a server in trouble).
-        self.failing = False
-        self.held = 0
-        self._released = threading.Event()
         self._lock = threading.Lock()
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
@@ -322,12 +316,8 @@ class HoldingProxy:
         self._accepting = threading.Thread(target=self._accept, daemon=True)
         self._accepting.start()
 
-    def release(self) -> None:
-        self._released.set()
-
     def close(self) -> None:
         """Stop and join every thread (shutdown wakes a thread blocked on its socket)."""
-        self._released.set()
         with self._lock:
             sockets = [self._listener, *self._sockets]
         for sock in sockets:
@@ -337,27 +327,61 @@ class HoldingProxy:
         for thread in [self._accepting, *self._threads]:
             thread.join(timeout=5)
 
+    def track(self, *sockets: socket.socket) -> None:
+        with self._lock:
+            self._sockets += sockets
+
+    def spawn(self, target: Callable[..., None], *args: Any) -> None:
+        thread = threading.Thread(target=target, args=args, daemon=True)
+        with self._lock:
+            self._threads.append(thread)
+        thread.start()
+
     def _accept(self) -> None:
         while True:
             try:
                 client, _ = self._listener.accept()
-                if self.failing:
-                    with suppress(OSError):
-                        client.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0"
-                                       b"\r\nConnection: close\r\n\r\n")
-                        client.shutdown(socket.SHUT_RDWR)
-                    client.close()
-                    continue
-                upstream = socket.create_connection(self.target, timeout=30)
+                self.serve(client)
             except OSError:
                 return
-            pumps = [threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True),
-                     threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True)]
-            with self._lock:
-                self._sockets += [client, upstream]
-                self._threads += pumps
-            for pump in pumps:
-                pump.start()
+
+    def serve(self, client: socket.socket) -> None:
+        raise NotImplementedError
+
+
+class HoldingProxy(Proxy):
+    """A TCP proxy in front of the server that holds every request whose head contains
+    `marker` until `release()`: a test can freeze a client at a known point of its protocol
+    (e.g. with its upload queue full) and change the disk meanwhile."""
+
+    def __init__(self, server_url: str, marker: bytes) -> None:
+        self.marker = marker
+        self.holding = False
+        #: While set, every new connection gets a 503 and is closed (a server in trouble).
+        self.failing = False
+        self.held = 0
+        self._released = threading.Event()
+        super().__init__(server_url)
+
+    def release(self) -> None:
+        self._released.set()
+
+    def close(self) -> None:
+        self._released.set()
+        super().close()
+
+    def serve(self, client: socket.socket) -> None:
+        if self.failing:
+            with suppress(OSError):
+                client.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0"
+                               b"\r\nConnection: close\r\n\r\n")
+                client.shutdown(socket.SHUT_RDWR)
+            client.close()
+            return
+        upstream = socket.create_connection(self.target, timeout=30)
+        self.track(client, upstream)
+        self.spawn(self._pump, client, upstream, True)
+        self.spawn(self._pump, upstream, client, False)
 
     def _pump(self, source: socket.socket, sink: socket.socket, watch: bool) -> None:
         tail = b""

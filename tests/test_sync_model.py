@@ -1,8 +1,9 @@
 """Model-based randomized test of the engine (hypothesis stateful): random creates, edits,
 deletes, renames and moves on three devices, syncs in random order; then quiescence.
 
-Checked after quiescence: every device holds the same tree, and every content a user wrote
-and did not themselves overwrite or delete is present (as the file, or as a conflicted copy).
+Checked after quiescence: every device holds the same tree, every content a user wrote and
+did not themselves overwrite or delete is present (as the file, or as a conflicted copy), and
+`tandem check` finds nothing on any device, nothing pending either.
 Engines run in-process against a real server; hypothesis prints the failing steps and a
 `@reproduce_failure` line to replay them.
 """
@@ -27,6 +28,7 @@ from hypothesis.stateful import (
 )
 
 from tandem.client import Home, account
+from tandem.sync.check_io import run_check
 from tandem.sync.engine import Engine
 from tandem.sync.state import StateDB
 from tests.conftest import RunningServer, start_server, stop_server
@@ -165,6 +167,11 @@ class SyncModel(RuleBasedStateMachine):
             present = {v for v in trees[0].values() if isinstance(v, bytes)}
             lost = self.written - self.superseded - present
             assert not lost, f"lost contents: {sorted(lost)}"
+            for device in self.devices:  # `tandem check` is the oracle too
+                result = run_check(device.session.api, device.session.keys, device.state,
+                                   device.folder)
+                assert not result.findings, f"{device.folder.name}: {result.findings}"
+                assert not result.pending, f"{device.folder.name}: pending {result.pending}"
         finally:
             for device in self.devices:
                 device.close()
