@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tandem.client import ApiError, Home, Session, Transfers, account
+from tandem.client.transfer import FileChangedError
 from tandem.core.chunking import MAX_CHUNK
 
 
@@ -134,3 +135,47 @@ def test_downloaded_files_get_the_usual_mode(transfers: Transfers, tmp_path: Pat
     umask = os.umask(0o022)
     os.umask(umask)
     assert target.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def _known(transfers: Transfers, path: Path) -> tuple[list[tuple[str, int]], tuple[int, int, int, int]]:
+    """The manifest a scan would compute now, with the file's stat (size, mtime, ctime, inode)."""
+    from tandem.core.chunking import iter_chunks
+
+    with open(path, "rb") as handle:
+        manifest = [(transfers.keys.chunk_id(c), len(c)) for c in iter_chunks(handle)]
+    st = path.stat()
+    return manifest, (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
+def test_a_scanned_large_file_sends_only_its_missing_chunks(transfers: Transfers, tmp_path: Path) -> None:
+    source = _random_file(tmp_path / "big.bin", 16 << 20)
+    first = transfers.upload_file(source)
+    data = bytearray(source.read_bytes())
+    data[8 << 20 : (8 << 20) + 4096] = os.urandom(4096)
+    source.write_bytes(data)
+    known = _known(transfers, source)
+    sent = transfers.stats.chunks_sent
+    [result] = transfers.upload([source], known=[known])
+    assert not isinstance(result, Exception)
+    assert result.manifest == known[0] != first.manifest
+    assert 1 <= transfers.stats.chunks_sent - sent <= 2  # the edited chunk (a cut may move)
+    target = tmp_path / "copy.bin"
+    transfers.download(result.manifest, target)
+    assert target.read_bytes() == bytes(data)
+
+
+def test_a_file_changed_since_its_scan_is_read_whole(transfers: Transfers, tmp_path: Path) -> None:
+    source = _random_file(tmp_path / "big.bin", 6 << 20)
+    stale = _known(transfers, source)
+    _random_file(source, 6 << 20, seed=1)  # new content, new stat
+    [result] = transfers.upload([source], known=[stale])
+    assert not isinstance(result, Exception)
+    assert result.manifest == _known(transfers, source)[0] != stale[0]
+
+
+def test_a_chunk_that_is_not_what_the_scan_saw_is_refused(transfers: Transfers, tmp_path: Path) -> None:
+    source = _random_file(tmp_path / "big.bin", 6 << 20)
+    manifest, signature = _known(transfers, source)
+    wrong = [("0" * 64, size) if i == 1 else (cid, size) for i, (cid, size) in enumerate(manifest)]
+    [result] = transfers.upload([source], known=[(wrong, signature)])
+    assert isinstance(result, FileChangedError)

@@ -176,13 +176,19 @@ def test_disk_full_during_download_fails_cleanly_then_recovers(shared: RunningSe
         subprocess.run(["umount", "-l", str(b.folder)], check=False)
 
 
+@pytest.mark.parametrize("scanned_earlier", [False, True],
+                         ids=["manifest-from-this-scan", "read-whole-while-sending"])
 def test_a_file_changed_while_uploading_is_not_committed_as_that_version(
-        shared: RunningServer, tmp_path: Path) -> None:
-    """The upload of a 40 MiB file is frozen with its queue full: a proxy holds the four
-    missing-chunk queries (one per upload worker), so the reader has read 16 MiB or more and
-    stops at about 24-30 MiB. The file is overwritten in place with other content of the same
-    size and mtime, then the upload goes on. A version made of the old start and the new end
-    must never be committed; the new content must end up as the current version."""
+        shared: RunningServer, tmp_path: Path, scanned_earlier: bool) -> None:
+    """The upload of a 40 MiB file is frozen by a proxy holding its missing-chunk queries;
+    the file is overwritten in place with other content of the same size and mtime, then the
+    upload goes on. A version made of the old start and the new end must never be committed;
+    the new content must end up as the current version. Two ways in:
+    - the pass scanned the file itself, so the upload knows its manifest and first asks the
+      server which chunks are missing (held there, before reading anything);
+    - an earlier pass scanned it (and could not reach the server), so this one reads it whole
+      while sending: four queries held (one per upload worker) means the reader has read
+      16 MiB or more and stops at about 24-30 MiB, mid-file."""
     (b,) = link_devices(shared, tmp_path, 1)
     b.synced()  # B only looks at the cloud's versions (its folder is known from now on)
     proxy = HoldingProxy(shared.url, b"POST /chunks/missing")
@@ -195,14 +201,19 @@ def test_a_file_changed_while_uploading_is_not_committed_as_that_version(
         old, new = os.urandom(40 << 20), os.urandom(40 << 20)
         path = write(a.folder, "video.bin", old)
         st = path.stat()
+        if scanned_earlier:
+            proxy.failing = True
+            assert a.sync().returncode == 1  # scanned and recorded, nothing sent
+            proxy.failing = False
         proxy.holding = True
         pass_ = subprocess.Popen(  # a.sync(), in the background
             [sys.executable, "-m", "tandem", "sync", "--folder", str(a.folder), "--once"],
             env={**os.environ, "TANDEM_HOME": str(a.home)}, stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
-            wait_until(lambda: proxy.held >= 4 or pass_.poll() is not None, timeout=30,
-                       what=f"the upload queue to fill (held {proxy.held})")
+            queries = 4 if scanned_earlier else 1
+            wait_until(lambda: proxy.held >= queries or pass_.poll() is not None, timeout=30,
+                       what=f"{queries} missing-chunk queries to be held")
             assert pass_.poll() is None, "the upload did not stall as planned"
             with open(path, "r+b") as handle:
                 handle.write(new)

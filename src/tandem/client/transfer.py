@@ -75,6 +75,10 @@ class TransferStats:
             self.bytes_received += size
 
 
+#: A manifest a scan computed, and the file's (size, mtime_ns, ctime_ns, inode) at the time.
+KnownContent = tuple[Sequence[tuple[str, int]], tuple[int, int, int, int]]
+
+
 @dataclass
 class UploadResult:
     path: Path
@@ -109,6 +113,7 @@ class Transfers:
     # ---- upload ---------------------------------------------------------------------------
 
     def upload(self, paths: Sequence[Path], progress: Callable[[int, int], None] | None = None,
+               known: Sequence[KnownContent | None] | None = None,
                ) -> list[UploadResult | ClientError | OSError]:
         """Upload files (sharing requests across them); one result or error per path.
 
@@ -116,13 +121,17 @@ class Transfers:
         commit referencing the manifests will be accepted. `progress(index, count)`, if given,
         hears of each file's bytes as they are queued for the senders: the queue is bounded,
         so it runs at most a few windows ahead of the network (a live status, not a receipt).
+        `known[i]`, if given, is the manifest a scan just computed for `paths[i]` and the stat
+        it had then: see `_UploadBatch.add_known_file`.
         """
         batch = _UploadBatch(self)
         results: list[UploadResult | ClientError | OSError] = []
         for index, path in enumerate(paths):
             advance = functools.partial(progress, index) if progress is not None else None
+            seen = known[index] if known is not None else None
             try:
-                results.append(batch.add_file(path, advance))
+                results.append(batch.add_known_file(path, seen, advance) if seen is not None
+                               else batch.add_file(path, advance))
             except (OSError, FileChangedError) as exc:
                 results.append(exc)
         batch.finish()
@@ -240,16 +249,55 @@ class _UploadBatch:
                 manifest.append((chunk_id, len(plaintext)))
                 if chunk_id not in self.known:
                     self.known.add(chunk_id)
-                    self.waiting[chunk_id] = plaintext
-                    self.waiting_bytes += len(plaintext)
-                    if self.waiting_bytes >= _QUERY_WINDOW or len(self.waiting) >= _QUERY_MAX_IDS:
-                        self._dispatch()
+                    self._queue(chunk_id, plaintext)
                 if advance is not None:
                     advance(len(plaintext))
         after = os.stat(path)
         if _file_signature(before) != _file_signature(after):
             raise FileChangedError(f"{path} changed while it was read")
         return UploadResult(path, before.st_size, before.st_mtime_ns, manifest)
+
+    def add_known_file(self, path: Path, known: KnownContent,
+                       advance: Callable[[int], None] | None = None) -> UploadResult:
+        """A file whose manifest a scan has just computed: only the chunks the server lacks
+        are read (at their offsets) and sent, each checked against its id, so a small edit
+        in a large file costs one chunk's read, not the file's. A file whose stat is no longer
+        the scanned one is read whole instead (`add_file`)."""
+        manifest, signature = known
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        try:
+            before = os.fstat(fd)
+            if _file_signature(before) != signature:
+                os.close(fd)
+                fd = -1
+                return self.add_file(path, advance)
+            fresh = list(dict.fromkeys(c for c, _ in manifest if c not in self.known))
+            missing: set[str] = set()
+            for start in range(0, len(fresh), _QUERY_MAX_IDS):
+                missing.update(self.transfers.api.missing_chunks(fresh[start:start + _QUERY_MAX_IDS]))
+            offset = 0
+            for chunk_id, size in manifest:
+                if chunk_id in missing and chunk_id not in self.known:
+                    plaintext = os.pread(fd, size, offset)
+                    if len(plaintext) != size or self.transfers.keys.chunk_id(plaintext) != chunk_id:
+                        raise FileChangedError(f"{path} changed since it was scanned")
+                    self._queue(chunk_id, plaintext)
+                self.known.add(chunk_id)
+                offset += size
+                if advance is not None:
+                    advance(size)
+        finally:
+            if fd >= 0:
+                os.close(fd)
+        if _file_signature(os.stat(path)) != signature:
+            raise FileChangedError(f"{path} changed while it was read")
+        return UploadResult(path, before.st_size, before.st_mtime_ns, list(manifest))
+
+    def _queue(self, chunk_id: str, plaintext: bytes) -> None:
+        self.waiting[chunk_id] = plaintext
+        self.waiting_bytes += len(plaintext)
+        if self.waiting_bytes >= _QUERY_WINDOW or len(self.waiting) >= _QUERY_MAX_IDS:
+            self._dispatch()
 
     def _dispatch(self) -> None:
         if not self.waiting:

@@ -90,7 +90,7 @@ class Engine:
         self.live = LiveStatus()
         self.executor = Executor(root, state, self.mirror, self.transfers,
                                  session.device.device_name, live=self.live)
-        self.hasher = make_hasher(session.keys)
+        self.hasher = make_hasher(session.keys, self.executor.recent_manifests.remember)
         #: Held by a pass, and by a free or offline, so they never run at the same time.
         self.busy = threading.RLock()
         self._rules_cache: IgnoreRules | None = None

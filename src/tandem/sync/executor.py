@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tandem.client.api import ClientError
-from tandem.client.transfer import Transfers, UploadResult
+from tandem.client.transfer import KnownContent, Transfers, UploadResult
 from tandem.core.crypto import DecryptionError
 from tandem.sync import planner as p
 from tandem.sync.commit import RemoteBatch
@@ -62,6 +62,8 @@ class Executor:
         self.paths = FolderPaths(root)
         self.downloads = Downloader(self.paths, state, transfers, self.temp_dir, self.live)
         self.placeholders = Placeholders(self.paths, state, transfers, self.temp_dir)
+        #: The manifests the last scans computed (an upload then reads only what is missing).
+        self.recent_manifests = RecentManifests()
 
     # ---- the whole plan -------------------------------------------------------------------
 
@@ -252,9 +254,14 @@ class Executor:
 
     def _upload_and_commit(self, uploads: list[p.Upload], local: LocalTree, batch: RemoteBatch,
                            outcome: Outcome) -> None:
+        known: list[KnownContent | None] = []
+        for op in uploads:
+            manifest = self.recent_manifests.get(op.local.content or "")
+            known.append(None if manifest is None else (manifest, (
+                op.local.size, op.local.mtime_ns, op.local.ctime_ns, op.local.inode)))
         results = self.transfers.upload([self.paths.disk(op.path, local) for op in uploads],
                                         lambda index, count: self.live.advance(
-                                            uploads[index].path, count))
+                                            uploads[index].path, count), known)
         for op, result in zip(uploads, results, strict=True):
             if isinstance(result, Exception):
                 outcome.problems[op.path] = describe(result) if isinstance(result, OSError) else str(result)
@@ -262,6 +269,25 @@ class Executor:
                 batch.add(op, result)
             self.live.finish_transfer(op.path)
         batch.commit()
+
+
+class RecentManifests:
+    """The manifests of the files of several chunks the scanner read last, by content id
+    (the newest `limit`): a large file's upload right after its scan asks the server which
+    chunks it lacks and reads only those, instead of reading and cutting the file again."""
+
+    def __init__(self, limit: int = 256) -> None:
+        self.limit = limit
+        self._manifests: dict[str, list[tuple[str, int]]] = {}
+
+    def remember(self, content: str, manifest: list[tuple[str, int]]) -> None:
+        self._manifests.pop(content, None)
+        self._manifests[content] = manifest
+        if len(self._manifests) > self.limit:
+            del self._manifests[next(iter(self._manifests))]
+
+    def get(self, content: str) -> list[tuple[str, int]] | None:
+        return self._manifests.get(content)
 
 
 #: The first slice of uploads is committed after this many files or bytes; each next slice

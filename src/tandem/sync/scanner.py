@@ -89,8 +89,11 @@ def scan(
     return _Scan(root, previous, hasher, rules, now_ns, list_dir).run(subtrees)
 
 
-def make_hasher(keys: AccountKeys) -> Hasher:
-    """The account's content id of a file, streamed in chunks as an upload would cut it."""
+def make_hasher(keys: AccountKeys,
+                remember: Callable[[str, list[tuple[str, int]]], None] | None = None) -> Hasher:
+    """The account's content id of a file, streamed in chunks as an upload would cut it.
+    `remember(content id, manifest)` hears of every file of several chunks, so an upload
+    right after the scan need not read and cut the file again."""
 
     def hasher(path: Path) -> str:
         # O_NOFOLLOW: a file swapped for a symlink after the listing must not be followed
@@ -111,7 +114,10 @@ def make_hasher(keys: AccountKeys) -> Hasher:
                 chunks = iter_chunks(handle)
             for chunk in chunks:
                 manifest.append((keys.chunk_id(chunk), len(chunk)))
-        return content_id(manifest)
+        content = content_id(manifest)
+        if remember is not None and len(manifest) > 1:
+            remember(content, manifest)
+        return content
 
     return hasher
 
