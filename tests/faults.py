@@ -33,6 +33,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Sequence
 from contextlib import suppress
 from pathlib import Path
 
@@ -45,12 +46,20 @@ _STATUS = {500: b"Internal Server Error", 502: b"Bad Gateway", 503: b"Service Un
 
 
 class FaultProxy(Proxy):
-    def __init__(self, server_url: str, seed: int, rate: float = 0.25) -> None:
+    def __init__(self, server_url: str, seed: int, rate: float = 0.25,
+                 kinds: Sequence[str] = KINDS, only: bytes = b"",
+                 limit: int | None = None) -> None:
+        """Each request whose first line starts with `only` gets, with probability `rate`,
+        one of `kinds`, until `limit` faults were injected (None: no limit)."""
         self.seed = seed
         self.rate = rate
+        self.kinds = tuple(kinds)
+        self.only = only
+        self.limit = limit
         #: While False, every request passes untouched.
         self.enabled = True
-        #: Faults injected so far, by kind (and "passed" for requests left alone).
+        #: Faults injected so far, by kind ("passed": requests left alone; "KIND (commit)":
+        #: those on `POST /tree/batch`).
         self.injected: Counter[str] = Counter()
         self._random = random.Random(seed)
         super().__init__(server_url)
@@ -60,13 +69,18 @@ class FaultProxy(Proxy):
         self.track(client)
         self.spawn(self._one, client)
 
-    def _decide(self) -> tuple[str, float]:
+    def _decide(self, request: bytes) -> tuple[str, float]:
         with self._lock:
-            if not self.enabled or self._random.random() >= self.rate:
+            spent = sum(n for k, n in self.injected.items() if k in KINDS)
+            if (not self.enabled or not request.startswith(self.only)
+                    or (self.limit is not None and spent >= self.limit)
+                    or self._random.random() >= self.rate):
                 kind = "passed"
             else:
-                kind = self._random.choice(KINDS)
+                kind = self._random.choice(self.kinds)
             self.injected[kind] += 1
+            if kind != "passed" and request.startswith(b"POST /tree/batch "):
+                self.injected[f"{kind} (commit)"] += 1
             return kind, self._random.random()
 
     def _one(self, client: socket.socket) -> None:
@@ -74,7 +88,7 @@ class FaultProxy(Proxy):
             request = _read_request(client)
             if request is None:
                 return
-            kind, draw = self._decide()
+            kind, draw = self._decide(request)
             if kind == "refuse":
                 client.sendall(_answer(list(_STATUS)[int(draw * 3) % 3]))
                 return

@@ -215,7 +215,17 @@ class ApiClient:
     def restore_trash(self, node_id: str, parent_id: str | None = None,
                       name: str | None = None) -> list[dict[str, Any]]:
         body = {k: v for k, v in (("parent_id", parent_id), ("name", name)) if v is not None}
-        return self._json("POST", f"/trash/{node_id}/restore", json=body)["nodes"]  # type: ignore[no-any-return]
+        try:
+            return self._json("POST", f"/trash/{node_id}/restore", json=body)["nodes"]  # type: ignore[no-any-return]
+        except ApiError as exc:
+            # A retry after the restore landed (its answer lost) finds the node no longer in
+            # the trash: live again is the restore done, not an unknown node.
+            if exc.code != "not_found":
+                raise
+            node = self.node(node_id)
+            if node.get("state") != "live":
+                raise
+            return [node]
 
     def empty_trash(self, node_id: str | None = None) -> int:
         body = {"id": node_id} if node_id else {}

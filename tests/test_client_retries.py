@@ -1,0 +1,77 @@
+"""Requests the client retries after the server acted on them (its answer lost or replaced by
+a 5xx): each must take effect once. Faults are aimed at one request through tests/faults.py."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import RunningServer
+from tests.faults import FaultProxy
+from tests.sync_helpers import Device, link_devices, write
+from tests.test_sync_faults import through
+
+
+@pytest.fixture
+def device(server: RunningServer, tmp_path: Path) -> Device:
+    (alpha,) = link_devices(server, tmp_path, count=1)
+    write(alpha.folder, "a.txt", "version one")
+    alpha.synced()
+    write(alpha.folder, "a.txt", "version two, longer")
+    alpha.synced()
+    return alpha
+
+
+@pytest.fixture
+def lose_answer(server: RunningServer, device: Device) -> Iterator[Callable[[bytes], FaultProxy]]:
+    """`lose_answer(marker)`: from now on the device talks through a proxy that lets the first
+    request starting with `marker` reach the server, then tells the client 502 (or drops the
+    answer) so that it retries."""
+    proxies: list[FaultProxy] = []
+
+    def aim(only: bytes) -> FaultProxy:
+        proxy = FaultProxy(server.url, seed=0, rate=1.0, kinds=("error_after", "drop_response"),
+                           only=only, limit=1)
+        proxies.append(proxy)
+        through(device, proxy.url)
+        return proxy
+
+    try:
+        yield aim
+    finally:
+        for proxy in proxies:
+            proxy.close()
+
+
+def lost(proxy: FaultProxy) -> int:
+    return proxy.injected["error_after"] + proxy.injected["drop_response"]
+
+
+def test_a_retried_version_restore_restores_once(
+        device: Device, lose_answer: Callable[[bytes], FaultProxy]) -> None:
+    proxy = lose_answer(b"POST /nodes/")
+    result = device.run("restore", str(device.folder / "a.txt"), "--version", "1")
+    assert result.returncode == 0, result.stderr
+    assert "Restored version 1" in result.stdout
+    assert lost(proxy) == 1
+    listed = json.loads(device.run("versions", str(device.folder / "a.txt"), "--json").stdout)
+    assert [v["size"] for v in listed["versions"]] == [11, 19, 11]  # one restore, not two
+    device.synced()
+    assert (device.folder / "a.txt").read_text() == "version one"
+
+
+def test_a_retried_trash_restore_succeeds(
+        device: Device, lose_answer: Callable[[bytes], FaultProxy]) -> None:
+    """Bug found: the retry was told "trashed node not found" and the command failed,
+    although the file was back."""
+    (device.folder / "a.txt").unlink()
+    device.synced()
+    proxy = lose_answer(b"POST /trash/")
+    result = device.run("restore", str(device.folder / "a.txt"))
+    assert result.returncode == 0, result.stderr
+    assert lost(proxy) == 1
+    device.synced()
+    assert (device.folder / "a.txt").read_text() == "version two, longer"
