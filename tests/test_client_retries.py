@@ -4,14 +4,18 @@ a 5xx): each must take effect once. Faults are aimed at one request through test
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from tandem.client.api import ApiClient
 from tests.conftest import RunningServer
 from tests.faults import FaultProxy
+from tests.helpers_api import fresh_email, make_account
 from tests.sync_helpers import Device, link_devices, write
+from tests.test_server_backups import snapshot_body
 from tests.test_sync_faults import through
 
 
@@ -75,3 +79,22 @@ def test_a_retried_trash_restore_succeeds(
     assert lost(proxy) == 1
     device.synced()
     assert (device.folder / "a.txt").read_text() == "version two, longer"
+
+
+def test_a_retried_snapshot_delete_succeeds(server: RunningServer) -> None:
+    """Bug found: the retry was told "snapshot not found", so a backup run's pruning stopped
+    and reported a failure although the snapshot was gone."""
+    account = make_account(server.url, fresh_email())
+    backup = secrets.token_hex(16)
+    body = snapshot_body(account, b"content")
+    proxy = FaultProxy(server.url, seed=0, rate=1.0, kinds=("error_after", "drop_response"),
+                       only=b"DELETE /snapshots/", limit=1)
+    try:
+        with ApiClient(proxy.url, account.token) as api:
+            api.create_snapshot(backup, body)
+            api.delete_snapshot(body["id"])
+            assert lost(proxy) == 1
+            assert api.snapshots(backup) == []
+    finally:
+        proxy.close()
+        account.close()

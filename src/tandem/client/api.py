@@ -246,7 +246,13 @@ class ApiClient:
         return self._json("GET", f"/snapshots/{snapshot_id}")  # type: ignore[no-any-return]
 
     def delete_snapshot(self, snapshot_id: str) -> None:
-        self._send("DELETE", f"/snapshots/{snapshot_id}")
+        try:
+            self._send("DELETE", f"/snapshots/{snapshot_id}")
+        except ApiError as exc:
+            # Gone is what was asked: a retry after the delete landed (its answer lost) is
+            # told "not found", and that is success.
+            if exc.code != "not_found":
+                raise
 
     # ---- chunks -------------------------------------------------------------------------
 
