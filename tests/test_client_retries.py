@@ -98,3 +98,19 @@ def test_a_retried_snapshot_delete_succeeds(server: RunningServer) -> None:
     finally:
         proxy.close()
         account.close()
+
+
+def test_a_retried_device_revocation_succeeds(server: RunningServer, tmp_path: Path) -> None:
+    """Bug found: the retry was told "device not found" and `tandem devices revoke` failed,
+    although the device was revoked."""
+    alpha, beta = link_devices(server, tmp_path)
+    proxy = FaultProxy(server.url, seed=0, rate=1.0, kinds=("error_after", "drop_response"),
+                       only=b"POST /devices/", limit=1)
+    try:
+        through(alpha, proxy.url)
+        result = alpha.run("devices", "revoke", "beta")
+        assert result.returncode == 0, result.stderr
+        assert lost(proxy) == 1
+    finally:
+        proxy.close()
+    assert beta.sync().returncode == 1

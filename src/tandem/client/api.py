@@ -169,7 +169,14 @@ class ApiClient:
         return self._json("GET", "/devices")["devices"]  # type: ignore[no-any-return]
 
     def revoke_device(self, device_id: str) -> None:
-        self._send("POST", f"/devices/{device_id}/revoke")
+        try:
+            self._send("POST", f"/devices/{device_id}/revoke")
+        except ApiError as exc:
+            # A retry after the revocation landed (its answer lost) is told "not found": if the
+            # device is listed as revoked, that is the revocation done.
+            if exc.code != "not_found" or not any(
+                    d["id"] == device_id and d["revoked_at"] for d in self.devices()):
+                raise
 
     def account(self) -> dict[str, Any]:
         return self._json("GET", "/account")  # type: ignore[no-any-return]
