@@ -14,7 +14,7 @@ from tandem.client.api import ApiClient
 from tests.conftest import RunningServer
 from tests.faults import FaultProxy
 from tests.helpers_api import fresh_email, make_account
-from tests.sync_helpers import Device, link_devices, write
+from tests.sync_helpers import PASSWORD, Device, link_devices, run_cli, write
 from tests.test_server_backups import snapshot_body
 from tests.test_sync_faults import through
 
@@ -114,3 +114,24 @@ def test_a_retried_device_revocation_succeeds(server: RunningServer, tmp_path: P
     finally:
         proxy.close()
     assert beta.sync().returncode == 1
+
+
+def test_a_retried_signup_links_the_account_it_made(server: RunningServer, tmp_path: Path) -> None:
+    """Bug found: the retry was told "an account already exists", so the command failed and
+    the recovery key of the account it had made was never shown."""
+    proxy = FaultProxy(server.url, seed=0, rate=1.0, kinds=("error_after", "drop_response"),
+                       only=b"POST /auth/signup", limit=1)
+    home = tmp_path / "home"
+    try:
+        result = run_cli(home, "signup", proxy.url, fresh_email(), "--password-stdin",
+                         "--device-name", "solo", stdin=PASSWORD + "\n")
+        assert result.returncode == 0, result.stderr
+        assert lost(proxy) == 1
+        assert "recovery key" in result.stdout.lower()
+    finally:
+        proxy.close()
+    device = Device("solo", home, tmp_path / "solo")
+    device.folder.mkdir()
+    through(device, server.url)
+    write(device.folder, "a.txt", "works")
+    device.synced()

@@ -85,10 +85,28 @@ def signup(home: Home, url: str, email: str, password: str,
             "device_name": name,
         })
     except ApiError as exc:
-        raise _account_error(exc, email) from exc
+        answer = _created_by_us(api, exc, email, name, login_keys, master_key)
+        if answer is None:
+            raise _account_error(exc, email) from exc
     finally:
         api.close()
     return _link(home, url, email, name, answer, master_key), crypto.format_recovery_key(recovery_key)
+
+
+def _created_by_us(api: ApiClient, exc: ApiError, email: str, name: str,
+                   login_keys: crypto.LoginKeys, master_key: bytes) -> dict[str, str] | None:
+    """A signup retried after it landed (its answer lost) finds the email taken. If these
+    credentials log in and the account's key is the one just made, the account is ours: the
+    login's session stands in for the lost one. None otherwise."""
+    if exc.code != "email_taken":
+        return None
+    try:
+        answer: dict[str, str] = api.login({
+            "email": email, "auth_secret": b64encode(login_keys.auth_secret), "device_name": name})
+        theirs = crypto.unwrap_key(login_keys.key_encryption_key, b64decode(answer["wrapped_key"]))
+    except (ClientError, crypto.DecryptionError):
+        return None
+    return answer if theirs == master_key else None
 
 
 def login(home: Home, url: str, email: str, password: str,
