@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tandem.sync.check import NONE, RELIST, REHASH, REMERGE, Trees, compare
+from tandem.sync.check import NONE, REHASH, RELIST, REMERGE, Trees, compare
 from tandem.sync.model import LocalEntry, RemoteEntry, SyncedEntry, content_id
 from tandem.sync.state import Placeholder, RemoteNode
 

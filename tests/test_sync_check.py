@@ -96,16 +96,34 @@ def test_finds_cloud_changes_the_journal_skipped(server: RunningServer, tmp_path
     write(beta.folder, "b.txt", "from beta")
     write(beta.folder, "a.txt", "edited by beta")
     beta.synced()
-    # Alpha's cursor jumps over beta's commits: as if a page of the journal were lost.
-    cursor = beta.account(server.url)["cursor"]
-    with sqlite3.connect(alpha.home / "state.db") as db:
-        db.execute("UPDATE meta SET value = ? WHERE key = 'cursor'", (str(cursor),))
+    skip_journal(alpha, server)
     alpha.synced()
     assert "b.txt" not in tree_of(alpha.folder)
     assert kinds(checked(alpha)) == [("a.txt", "cloud_unnoticed"), ("b.txt", "cloud_unnoticed")]
     assert checked(alpha, "--repair")["consistent"] is True
     assert tree_of(alpha.folder) == tree_of(beta.folder)
     assert checked(beta)["consistent"] is True
+
+
+def skip_journal(device: Device, server: RunningServer) -> None:
+    """The device's cursor jumps to the server's: as if a page of the journal were lost."""
+    cursor = device.account(server.url)["cursor"]
+    with sqlite3.connect(device.home / "state.db") as db:
+        db.execute("UPDATE meta SET value = ? WHERE key = 'cursor'", (str(cursor),))
+
+
+def test_finds_a_placeholder_whose_file_is_gone(server: RunningServer, tmp_path: Path) -> None:
+    alpha, beta = link_devices(server, tmp_path)
+    write(alpha.folder, "p.txt", "placeholder me")
+    sync_all(alpha, beta)
+    assert alpha.run("free", str(alpha.folder / "p.txt")).returncode == 0
+    (beta.folder / "p.txt").unlink()
+    beta.synced()
+    skip_journal(alpha, server)
+    alpha.synced()
+    assert kinds(checked(alpha)) == [("p.txt", "placeholder_orphan")]
+    assert checked(alpha, "--repair")["consistent"] is True
+    assert tree_of(alpha.folder) == tree_of(beta.folder) == {}
 
 
 def test_repair_goes_through_a_running_daemon(server: RunningServer, tmp_path: Path) -> None:

@@ -53,7 +53,7 @@ def check_command(paths: tuple[Path, ...], as_json: bool, repair: bool) -> None:
             if repair and result.findings:
                 actions = [(f.path, f.repair) for f in result.findings if f.repair]
                 problems = _repair(where, session, state, root, actions)
-                repaired = {path: action for path, action in actions}
+                repaired = dict(actions)
                 result = run_check(session.api, session.keys, state, root, wanted)
                 for path, problem in problems.items():
                     click.echo(f"tandem: {path or '.'}: {problem}", err=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass
+from typing import Any
 
 from tandem.client.api import ApiClient, ApiError, ClientError
 from tandem.client.home import Home, LinkedDevice
@@ -85,23 +86,24 @@ def signup(home: Home, url: str, email: str, password: str,
             "device_name": name,
         })
     except ApiError as exc:
-        answer = _created_by_us(api, exc, email, name, login_keys, master_key)
-        if answer is None:
+        recovered = _created_by_us(api, exc, email, name, login_keys, master_key)
+        if recovered is None:
             raise _account_error(exc, email) from exc
+        answer = recovered
     finally:
         api.close()
     return _link(home, url, email, name, answer, master_key), crypto.format_recovery_key(recovery_key)
 
 
 def _created_by_us(api: ApiClient, exc: ApiError, email: str, name: str,
-                   login_keys: crypto.LoginKeys, master_key: bytes) -> dict[str, str] | None:
+                   login_keys: crypto.LoginKeys, master_key: bytes) -> dict[str, Any] | None:
     """A signup retried after it landed (its answer lost) finds the email taken. If these
     credentials log in and the account's key is the one just made, the account is ours: the
     login's session stands in for the lost one. None otherwise."""
     if exc.code != "email_taken":
         return None
     try:
-        answer: dict[str, str] = api.login({
+        answer = api.login({
             "email": email, "auth_secret": b64encode(login_keys.auth_secret), "device_name": name})
         theirs = crypto.unwrap_key(login_keys.key_encryption_key, b64decode(answer["wrapped_key"]))
     except (ClientError, crypto.DecryptionError):

@@ -24,10 +24,10 @@ from tandem.sync.control import Handler, RequestError
 from tandem.sync.engine import FOLDER_MARKER, Engine, MassDeletePaused
 from tandem.sync.executor import STATE_FOLDER
 from tandem.sync.ignore import IgnoreFileError, IgnoreRules
-from tandem.sync.model import LocalTree, is_within, within_any
+from tandem.sync.model import LocalTree, SyncedTree, is_within, within_any
 from tandem.sync.remote import build_tree, decode_node
 from tandem.sync.scanner import RootUnavailable, ScanResult, make_hasher, scan
-from tandem.sync.state import RemoteNode, StateDB
+from tandem.sync.state import Placeholder, RemoteNode, StateDB
 
 _PAGE = 5000
 _ACTIONS = (check.REHASH, check.REMERGE, check.RELIST)
@@ -116,7 +116,8 @@ def _readable(full: ScanResult, seen: ScanResult) -> LocalTree:
     return {**kept, **full.tree}
 
 
-def _overlaid(tree: LocalTree, records: dict[str, Any], synced: Any, skip: set[str]) -> LocalTree:
+def _overlaid(tree: LocalTree, records: dict[str, Placeholder], synced: SyncedTree,
+              skip: set[str]) -> LocalTree:
     return ondemand.overlay(tree, records, synced, skip).local if records else tree
 
 
