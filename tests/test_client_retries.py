@@ -135,3 +135,25 @@ def test_a_retried_signup_links_the_account_it_made(server: RunningServer, tmp_p
     through(device, server.url)
     write(device.folder, "a.txt", "works")
     device.synced()
+
+
+def test_a_commit_refused_by_an_overloaded_server_is_not_resent_op_by_op(
+        server: RunningServer, tmp_path: Path) -> None:
+    """Bug found: a batch answered 503 (after the client's own retries) was resent one
+    operation at a time, each with its own retries: a pass of N files made about 6 x N
+    requests and slept minutes against a server already in trouble. Only a refusal (4xx)
+    is worth isolating op by op."""
+    (alpha,) = link_devices(server, tmp_path, count=1)
+    for index in range(12):
+        write(alpha.folder, f"f{index}.txt", f"file {index}")
+    proxy = FaultProxy(server.url, seed=0, rate=1.0, kinds=("refuse",),
+                       only=b"POST /tree/batch ")
+    try:
+        through(alpha, proxy.url)
+        result = alpha.sync()
+        assert result.returncode == 1
+        assert proxy.injected["refuse"] <= 6, proxy.injected  # one batch, its own retries
+    finally:
+        proxy.close()
+    through(alpha, server.url)
+    alpha.synced()

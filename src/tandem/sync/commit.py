@@ -1,8 +1,9 @@
 """Remote effects of a plan, committed as batches of tree operations.
 
 Folder creations come first (their ids are chosen here, so files can be created inside them in
-the same batch), then uploads' commits, moves and deletes. A refused batch is retried one
-operation at a time, so one stale revision costs one path a retry, not the whole pass.
+the same batch), then uploads' commits, moves and deletes. A refused batch (4xx) is retried
+one operation at a time, so one stale revision costs one path a retry, not the whole pass; a
+server in trouble (5xx, 429) is not asked again op by op.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import secrets
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from tandem.client.api import ApiError, ClientError
+from tandem.client.api import RETRY_STATUSES, ApiError, ClientError
 from tandem.client.transfer import UploadResult
 from tandem.core.crypto import b64encode
 from tandem.sync import planner as p
@@ -171,8 +172,11 @@ class RemoteBatch:
         try:
             answer = self.api.batch([item.op for item in group])
         except ApiError as exc:
-            if len(group) == 1:
-                self.outcome.problems[group[0].path] = _explain(exc)
+            if len(group) == 1 or exc.status in RETRY_STATUSES:
+                # A server in trouble (5xx, 429 after the client's retries) is not asked again
+                # op by op: only a refusal is isolated to the operation that caused it.
+                for item in group:
+                    self.outcome.problems[item.path] = _explain(exc)
                 return
             raise
         except ClientError as exc:
