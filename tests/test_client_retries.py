@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import secrets
+import subprocess
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -14,7 +16,17 @@ from tandem.client.api import ApiClient
 from tests.conftest import RunningServer
 from tests.faults import FaultProxy
 from tests.helpers_api import fresh_email, make_account
-from tests.sync_helpers import PASSWORD, Device, link_devices, run_cli, write
+from tests.sync_helpers import (
+    PASSWORD,
+    Device,
+    HoldingProxy,
+    link_devices,
+    one_error_line,
+    run_cli,
+    sync_all,
+    wait_until,
+    write,
+)
 from tests.test_server_backups import snapshot_body
 from tests.test_sync_faults import through
 
@@ -157,3 +169,32 @@ def test_a_commit_refused_by_an_overloaded_server_is_not_resent_op_by_op(
         proxy.close()
     through(alpha, server.url)
     alpha.synced()
+
+
+def test_a_version_restore_does_not_overwrite_a_change_made_meanwhile(
+        server: RunningServer, tmp_path: Path) -> None:
+    """Bug found: `tandem restore --version N` sent no revision, so an edit another device
+    committed while the restore was on its way became history instead of stopping it."""
+    alpha, beta = link_devices(server, tmp_path)
+    write(alpha.folder, "a.txt", "version one")
+    sync_all(alpha, beta)
+    write(alpha.folder, "a.txt", "version two, longer")
+    sync_all(alpha, beta)
+    proxy = HoldingProxy(server.url, b"POST /nodes/")
+    proxy.holding = True
+    outcome: list[subprocess.CompletedProcess[str]] = []
+    try:
+        through(alpha, proxy.url)
+        restoring = threading.Thread(target=lambda: outcome.append(
+            alpha.run("restore", str(alpha.folder / "a.txt"), "--version", "1")))
+        restoring.start()
+        wait_until(lambda: proxy.held >= 1, timeout=60, what="the restore to be held")
+        write(beta.folder, "a.txt", "beta's edit")
+        beta.synced()
+        proxy.release()
+        restoring.join(timeout=60)
+    finally:
+        proxy.close()
+    assert "changed in the cloud meanwhile" in one_error_line(outcome[0])
+    beta.synced()
+    assert (beta.folder / "a.txt").read_text() == "beta's edit"

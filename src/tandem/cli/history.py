@@ -139,10 +139,24 @@ def restore(path: Path, number: int | None, destination: Path | None) -> None:
         elif number is None:
             raise click.ClickException(f"{relative} exists: give --version N (see `tandem versions`)")
         else:
-            cloud.session.api.restore_version(node_id, number)
+            _restore_version(cloud, node_id, number, cloud.tree[relative].rev)
             click.echo(f"Restored version {number} of {relative}; it syncs to your devices.")
     finally:
         cloud.close()
+
+
+def _restore_version(cloud: _Cloud, node_id: str, number: int, rev: int) -> None:
+    """Make version `number` current, based on revision `rev` (promise 6: a change made
+    meanwhile elsewhere is not overwritten). A retry whose first attempt landed (its answer
+    lost) is refused as stale: then the current content being that version is success."""
+    try:
+        cloud.session.api.restore_version(node_id, number, if_rev=rev)
+    except ApiError as exc:
+        if exc.code != "rev_conflict":
+            raise
+        if _version(cloud, node_id, None)["manifest"] != _version(cloud, node_id, number)["manifest"]:
+            raise click.ClickException("the file changed in the cloud meanwhile: see `tandem"
+                                       " versions` and try again") from None
 
 
 def _version(cloud: _Cloud, node_id: str, number: int | None) -> dict[str, Any]:
