@@ -44,3 +44,23 @@ def test_a_changed_node_is_looked_at_where_it_is_and_where_it_was() -> None:
     assert paths_of_nodes({"n1"}, remote, synced) == {"new/place", "old/place"}
     assert paths_of_nodes({"n3"}, remote, synced) == {"gone"}  # deleted in the cloud
     assert paths_of_nodes(set(), remote, synced) == set()
+
+
+def test_the_focus_follows_moves_in_the_cloud_and_on_disk() -> None:
+    from tandem.sync.focus import with_identities
+    from tandem.sync.model import LocalEntry
+
+    synced = {"old": SyncedEntry("n1", "file", 1, None, 5), "f": SyncedEntry("n2", "folder", 1, None, 7),
+              "f/x": SyncedEntry("n3", "file", 1, None, 8), "other": SyncedEntry("n4", "file", 1, None, 9)}
+    remote = {"new": RemoteEntry("n1", "file", 2), "g": RemoteEntry("n2", "folder", 2),
+              "g/x": RemoteEntry("n3", "file", 1), "other": RemoteEntry("n4", "file", 1)}
+    local = {"moved-here": LocalEntry("file", inode=5), "f": LocalEntry("folder", inode=7),
+             "f/x": LocalEntry("file", inode=8), "other": LocalEntry("file", inode=9)}
+    # a problem at the old path: the node is now at "new" in the cloud, its inode at "moved-here"
+    assert with_identities({"old"}, synced, local, remote) == {"old", "new", "moved-here"}
+    # a folder moved in the cloud: its new place comes along, with what is under it
+    assert with_identities({"f"}, synced, local, remote) == {"f", "g"}
+    # a file inside it: its own new place (its folder's move is the folder's business)
+    assert with_identities({"f/x"}, synced, local, remote) == {"f/x", "g/x"}
+    assert with_identities({"other"}, synced, local, remote) == {"other"}
+    assert with_identities(None, synced, local, remote) is None

@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from tandem.backup.daemon import start_scheduler
+from tandem.sync import daemon
 from tandem.sync.check_io import repair_handler
 from tandem.sync.control import ControlError, ControlServer, Handler, RequestError
 from tandem.sync.emblems import Emblems, EmblemUpdater
@@ -31,7 +32,7 @@ def run_forever(engine: Engine, root: Path) -> None:
     control = _start_control(engine, emblems.poke)
     start_scheduler(engine.session, stop, lambda message: click.echo(message, err=True))
     try:
-        engine.run_forever(stop, on_status=lambda message: click.echo(message, err=True))
+        daemon.run_forever(engine, stop, on_status=lambda message: click.echo(message, err=True))
     finally:
         if control is not None:
             control.stop()

@@ -26,8 +26,8 @@ from tandem.client.transfer import Transfers
 from tandem.core.crypto import DecryptionError
 from tandem.sync import ondemand, planner
 from tandem.sync.executor import STATE_FOLDER, Executor
-from tandem.sync.focus import paths_of_nodes, restrict, widen
-from tandem.sync.ignore import IGNORE_FILE, IgnoreFileError, IgnoreRules
+from tandem.sync.focus import paths_of_nodes, restrict, widen, with_identities
+from tandem.sync.ignore import IGNORE_FILE, IgnoreRules
 from tandem.sync.live import LiveStatus
 from tandem.sync.localfs import PreconditionFailed, describe
 from tandem.sync.model import (
@@ -49,8 +49,6 @@ MAX_ROUNDS = 50
 #: waits for the user (promise 2).
 MASS_DELETE_SHARE = 0.5
 MASS_DELETE_MIN = 100
-FULL_RESCAN_SECONDS = 600.0
-LONG_POLL_SECONDS = 25.0
 #: A random id kept in the folder and in the state DB: a folder without it (or with another
 #: one) is not the folder that was synced, whatever its path or inode.
 FOLDER_MARKER = "folder-id"
@@ -73,6 +71,9 @@ class PassReport:
     downloaded_bytes: int = 0
     conflicts: list[str] = field(default_factory=list)
     problems: dict[str, str] = field(default_factory=dict)
+    #: Paths of the last round's operations when the pass ended with work left (a round
+    #: that made no progress, or the rounds ran out): a daemon looks at them again soon.
+    unfinished: list[str] = field(default_factory=list)
 
 
 class Engine:
@@ -162,7 +163,7 @@ class Engine:
             # Local first: with the server unreachable, the scan still records what waits.
             previous = self.state.local_tree()
             self.live.set_activity("scanning")
-            scanned = scan(self.root, previous, self.hasher, self._rules(), scan_only)
+            scanned = scan(self.root, previous, self.hasher, self.rules(), scan_only)
             self.state.save_local(previous, scanned.tree)
             self.mirror.refresh()
             remote, remote_problems = self.mirror.tree()
@@ -173,8 +174,8 @@ class Engine:
                 focus = widen(focus, rescan)
                 continue
             changed = self.mirror.take_changed()
-            focus = None if changed is None else widen(
-                focus, paths_of_nodes(changed, remote, synced))
+            focus = None if changed is None else with_identities(widen(
+                focus, paths_of_nodes(changed, remote, synced)), synced, local, remote)
             # What this device ignores (by rule, or a symlink or special file standing there)
             # is neither sent, fetched nor deleted, on either side.
             skip = set(scanned.ignored)
@@ -184,6 +185,7 @@ class Engine:
             problems = {**remote_problems, **scanned.problems}
             if not plan.ops:
                 report.problems = problems
+                report.unfinished = []
                 break
             self._check_mass_delete(plan, synced)
             if self.on_round is not None:
@@ -195,6 +197,7 @@ class Engine:
             report.downloaded_bytes += outcome.bytes_downloaded
             report.conflicts.extend(plan.conflicts)
             report.problems = {**problems, **outcome.problems}
+            report.unfinished = _touched(plan, outcome.problems, remote_too=True)
             if outcome.done == 0:
                 break
             scan_only = _touched(plan, outcome.problems)
@@ -215,7 +218,7 @@ class Engine:
         folders = self.executor.placeholders.apply(view)
         return view.local, (folders if view.needs_disk else None)
 
-    def _rules(self) -> IgnoreRules:
+    def rules(self) -> IgnoreRules:
         """The ignore rules, read again only when `.tandemignore` changed."""
         try:
             st = os.lstat(self.root / IGNORE_FILE)
@@ -233,7 +236,7 @@ class Engine:
         already covers a path's folders and is remembered until the rules change; `skip`
         (what this scan found ignored) is looked up by ancestor. Runs on every path of every
         pass, so the common case (nothing ignored) costs one lookup per path and no copy."""
-        rules, cache = self._rules(), self._ignored_cache
+        rules, cache = self.rules(), self._ignored_cache
 
         def ignored(path: str, entry: T) -> bool:
             key = (path, entry.kind == "folder")
@@ -271,7 +274,7 @@ class Engine:
         with self.busy:
             self.prepare()
             previous = self.state.local_tree()
-            scanned = scan(self.root, previous, self.hasher, self._rules(), paths)
+            scanned = scan(self.root, previous, self.hasher, self.rules(), paths)
             self.state.save_local(previous, scanned.tree)
             self.mirror.refresh()
             remote, _ = self.mirror.tree()
@@ -299,84 +302,20 @@ class Engine:
                         problems[file] = describe(exc)
             return problems
 
-    # ---- continuous -----------------------------------------------------------------------
-
-    def run_forever(self, stop: threading.Event,
-                    on_status: Callable[[str], None] | None = None) -> None:
-        """Sync as changes happen until `stop` is set."""
-        from tandem.sync.watcher import Watcher  # watchdog: only daemons pay for its import
-
-        say = on_status or (lambda _message: None)
-        remote_changed = threading.Event()
-        poller = threading.Thread(target=self._poll, args=(stop, remote_changed), daemon=True,
-                                  name="tandem-poll")
-        watcher = Watcher(self.root, self._rules())
-        poller.start()
-        pending: list[str] | None = None  # None: a full scan is due
-        next_full = time.monotonic() + FULL_RESCAN_SECONDS
-        retry_at = 0.0
-        failures = 0
-        try:
-            while not stop.is_set():
-                due = watcher.wait(0.05)
-                if due is not None and IGNORE_FILE in due:
-                    watcher.stop()  # new rules: watch with them, and look at everything again
-                    watcher = Watcher(self.root, self._rules())
-                    due = [""]
-                if due is not None:
-                    pending = None if pending is None or "" in due else sorted(set(pending) | set(due))
-                if time.monotonic() >= next_full:
-                    pending, next_full = None, time.monotonic() + FULL_RESCAN_SECONDS
-                if remote_changed.is_set() and pending is not None and not pending:
-                    pending = []
-                work_waiting = pending is None or bool(pending) or remote_changed.is_set()
-                if not work_waiting or time.monotonic() < retry_at:
-                    continue
-                remote_changed.clear()
-                try:
-                    self.sync_once(pending)
-                    pending, failures = [], 0
-                except (ClientError, MassDeletePaused, IgnoreFileError) as exc:
-                    failures += 1
-                    retry_at = time.monotonic() + min(30.0, 0.5 * 2**failures)
-                    say(str(exc))
-                    pending = None  # after trouble, look at everything again
-        finally:
-            watcher.stop()
-            stop.set()
-            poller.join(timeout=1)  # a daemon thread: a long-poll in flight is not waited out
-
-    def _poll(self, stop: threading.Event, changed: threading.Event) -> None:
-        """Long-poll the journal; wake the loop as soon as another device commits."""
-        failures = 0
-        while not stop.is_set():
-            cursor = self.state.cursor
-            try:
-                page = self.session.api.changes(cursor, wait=LONG_POLL_SECONDS, limit=1)
-                failures = 0
-            except ClientError:
-                failures += 1
-                stop.wait(min(30.0, 0.5 * 2**failures))
-                continue
-            if page["changes"]:
-                changed.set()
-                deadline = time.monotonic() + 5
-                while self.state.cursor == cursor and not stop.is_set() and time.monotonic() < deadline:
-                    stop.wait(0.02)
-
 
 #: Operations whose effects are only on the server or in the state DB: the disk is as scanned.
 _REMOTE_ONLY = (planner.Upload, planner.CreateRemoteFolder, planner.DeleteRemote,
                 planner.MoveRemote, planner.MoveSynced, planner.RecordSynced, planner.ForgetSynced)
 
 
-def _touched(plan: planner.Plan, problems: dict[str, str]) -> list[str]:
+def _touched(plan: planner.Plan, problems: dict[str, str], remote_too: bool = False) -> list[str]:
     """Paths the next round rescans: those a round may have changed on disk (a conflicted
     copy lands beside its original, so its folder), and those that had a problem (a file
-    that changed while it was uploaded). The rest of the folder waits for the next pass."""
+    that changed while it was uploaded). The rest of the folder waits for the next pass.
+    With `remote_too`, the paths of every operation (what a plan was about)."""
     paths: set[str] = set(problems)
     for op in plan.ops:
-        if isinstance(op, _REMOTE_ONLY):
+        if isinstance(op, _REMOTE_ONLY) and not remote_too:
             continue
         paths.add(op.path)
         target = getattr(op, "to", None)
