@@ -117,8 +117,8 @@ async def put_pack(request: Request, device: Device = Depends(current_device),
             pending_bytes += length
             total += 1
             del buffer[:end]
-        if pending_bytes >= _PACK_FLUSH_BYTES:
-            await flush()
+            if pending_bytes >= _PACK_FLUSH_BYTES:  # so a pack is at most 8 MiB + one chunk
+                await flush()
     if buffer:
         raise StoreError(400, "invalid_pack", "the pack ends in the middle of a frame")
     await flush()
