@@ -282,6 +282,8 @@ def tool_env(home: Path, **extra: str) -> dict[str, str]:
         "LANG": "C.UTF-8",
         "TZ": "UTC",
     }
+    if "PYTHONPATH" in os.environ:  # so a worktree's code can be measured with the shared venv
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     env.update(extra)
     home.mkdir(parents=True, exist_ok=True)
     return env

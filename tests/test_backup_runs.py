@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from tandem.backup.run import BackupCancelled, run_backup
 from tandem.client.account import Session
 from tandem.client.home import Home
 from tests.conftest import RunningServer
+from tests.helpers_storage import recorded_chunk_ids
 from tests.sync_helpers import daemons, link_devices, stop_processes, tree_of, wait_until, write
 from tests.test_backup_cli import MIB, counts, ok, snapshots
 
@@ -27,9 +27,9 @@ DAY = 86400.0
 
 
 def blob_ids(server: RunningServer) -> set[str]:
-    """Stored chunks (temp files of a pack being written have other names)."""
-    return {p.name for p in (server.data_dir / "blobs").rglob("*")
-            if p.is_file() and re.fullmatch("[0-9a-f]{64}", p.name)}
+    """Stored chunks: recorded, with their bytes in a blob file (a pack being written is not
+    recorded yet)."""
+    return recorded_chunk_ids(server.data_dir)
 
 
 def settled_blob_ids(server: RunningServer) -> set[str]:

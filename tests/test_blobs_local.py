@@ -64,6 +64,24 @@ def test_keys_lists_every_key_and_filters_by_prefix(blobs: BlobStore) -> None:
     assert list(blobs.keys("3/")) == []
 
 
+def test_get_range_reads_exactly_the_bytes_asked(blobs: BlobStore) -> None:
+    """A pack's chunk is read by range: exactly those bytes, fewer only past the end."""
+    pack = "7/p/" + "0a" * 16
+    data = bytes(range(256)) * 40
+    blobs.put(pack, data)
+    assert blobs.get_range(pack, 0, 10) == data[:10]
+    assert blobs.get_range(pack, 1000, 3000) == data[1000:4000]
+    assert blobs.get_range(pack, len(data) - 5, 5) == data[-5:]
+    assert blobs.get_range(pack, len(data) - 5, 50) == data[-5:], "short at the end: callers check"
+    assert blobs.get_range(pack, len(data) + 10, 5) == b""
+    assert blobs.get_range(pack, 7, 0) == b""
+    assert set(blobs.keys("7/")) == {pack}
+    with pytest.raises(KeyError):
+        blobs.get_range("7/p/" + "0b" * 16, 0, 1)
+    with pytest.raises(ValueError):
+        blobs.get_range(pack, -1, 1)
+
+
 def test_empty_blob_round_trips(blobs: BlobStore) -> None:
     blobs.put(KEY, b"")
     assert blobs.get(KEY) == b""
@@ -75,7 +93,7 @@ def test_empty_blob_round_trips(blobs: BlobStore) -> None:
                               "trailing slash", "leading dot", "backslash", "nul"])
 def test_keys_that_try_to_escape_are_refused(blobs: BlobStore, key: str, tmp_path: Path) -> None:
     for attempt in (lambda: blobs.put(key, b"x"), lambda: blobs.get(key), lambda: blobs.delete(key),
-                    lambda: blobs.exists(key)):
+                    lambda: blobs.exists(key), lambda: blobs.get_range(key, 0, 1)):
         with pytest.raises(ValueError):
             attempt()
     assert not (tmp_path / "x").exists()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,6 +12,7 @@ import pytest
 
 from tests.conftest import RunningServer
 from tests.helpers_api import Account, error_code, fresh_email, make_account, serving, upload_chunk
+from tests.helpers_storage import blob_exists, chunk_blob
 
 
 @pytest.fixture(scope="module")
@@ -50,10 +50,6 @@ def listed(account: Account, backup_id: str) -> list[str]:
     response = account.client.get(f"/backups/{backup_id}/snapshots")
     assert response.status_code == 200, response.text
     return [s["id"] for s in response.json()["snapshots"]]
-
-
-def blob_exists(data_dir: Path, chunk_id: str) -> bool:
-    return any((data_dir / "blobs").rglob(chunk_id))
 
 
 def test_create_list_get_delete(acct: Account) -> None:
@@ -98,12 +94,17 @@ def test_gc_keeps_chunks_of_live_snapshots_and_collects_the_rest(srv: RunningSer
     create(acct, backup, kept_body)
     dropped = create(acct, backup, dropped_body)
     assert acct.client.post("/gc").json()["collected"] == 0
+    doomed = [chunk_blob(srv.data_dir, c)
+              for c in (dropped_body["chunks"][0], dropped_body["document"][0][0])]
     assert acct.client.delete(f"/snapshots/{dropped['id']}").status_code == 204
     assert acct.client.post("/gc").json()["collected"] == 2  # its file chunk and its document
     for chunk_id in kept_body["chunks"] + [kept_body["document"][0][0]]:
         assert blob_exists(srv.data_dir, chunk_id)
-    assert not blob_exists(srv.data_dir, dropped_body["chunks"][0])
-    assert not blob_exists(srv.data_dir, dropped_body["document"][0][0])
+    # Each was uploaded alone, so in a pack of its own: record and file are both gone.
+    for chunk_id, where in zip((dropped_body["chunks"][0], dropped_body["document"][0][0]), doomed,
+                               strict=True):
+        assert where is not None and not where[0].exists()
+        assert chunk_blob(srv.data_dir, chunk_id) is None
 
 
 def test_other_accounts_snapshots_are_invisible(srv: RunningServer, acct: Account) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -20,6 +19,7 @@ from tests.helpers_api import (
     seal,
     serving,
 )
+from tests.helpers_storage import blob_files, chunk_blob, stored_bytes
 
 
 @pytest.fixture(scope="module")
@@ -33,10 +33,6 @@ def acct(srv: RunningServer) -> Iterator[Account]:
     account = make_account(srv.url, fresh_email())
     yield account
     account.close()
-
-
-def blob_files(data_dir: Path) -> set[Path]:
-    return {p for p in (data_dir / "blobs").rglob("*") if p.is_file() and ".tmp" not in p.parts}
 
 
 def missing(account: Account, ids: list[str]) -> list[str]:
@@ -69,18 +65,19 @@ def test_single_upload_stores_the_chunk(acct: Account, srv: RunningServer) -> No
     assert response.status_code == 200
     assert response.json() == {"stored": 1, "already_present": 0}
     assert acct.client.get("/account").json()["used_bytes"] == len(ciphertext)
-    assert any(p.name == chunk_id for p in blob_files(srv.data_dir))
+    assert stored_bytes(srv.data_dir, chunk_id) == ciphertext
 
 
 def test_hash_mismatch_is_400_and_stores_nothing(acct: Account, srv: RunningServer) -> None:
     """A corrupted or truncated transfer must never be stored as the chunk."""
     chunk_id, ciphertext = seal(acct.keys, b"will be corrupted")
+    files = blob_files(srv.data_dir)
     corrupted = ciphertext[:-1] + bytes([ciphertext[-1] ^ 1])
     response = acct.client.put(f"/chunks/{chunk_id}", content=corrupted,
                                headers={"X-Content-Hash": content_hash(ciphertext)})
     assert response.status_code == 400 and error_code(response) == "hash_mismatch"
     assert missing(acct, [chunk_id]) == [chunk_id]
-    assert not any(p.name == chunk_id for p in blob_files(srv.data_dir))
+    assert chunk_blob(srv.data_dir, chunk_id) is None and blob_files(srv.data_dir) == files
     assert acct.client.get("/account").json()["used_bytes"] == 0
 
 

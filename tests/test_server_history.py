@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -26,6 +25,7 @@ from tests.helpers_api import (
     update_op,
     upload_chunk,
 )
+from tests.helpers_storage import blob_exists, chunk_blob
 
 
 @pytest.fixture(scope="module")
@@ -39,10 +39,6 @@ def acct(srv: RunningServer) -> Iterator[Account]:
     account = make_account(srv.url, fresh_email())
     yield account
     account.close()
-
-
-def blob_exists(data_dir: Path, chunk_id: str) -> bool:
-    return any(p.name == chunk_id for p in (data_dir / "blobs").rglob(chunk_id))
 
 
 def trash_ids(account: Account) -> list[str]:
@@ -138,6 +134,8 @@ def test_empty_trash_collects_chunk_records_and_blob_files(acct: Account, srv: R
     commit(acct, create_op(acct.keys, folder["id"], "f", "file", [entry]))
     chunk_id = entry[0]
     assert blob_exists(srv.data_dir, chunk_id)
+    where = chunk_blob(srv.data_dir, chunk_id)
+    assert where is not None
     commit(acct, delete_op(folder["id"], node(acct, folder["id"])["rev"]))
     # Still in the trash: the chunk must survive a collection.
     assert acct.client.post("/gc").json()["collected"] == 0
@@ -149,7 +147,8 @@ def test_empty_trash_collects_chunk_records_and_blob_files(acct: Account, srv: R
     assert acct.client.get(f"/chunks/{chunk_id}").status_code == 404
     missing = acct.client.post("/chunks/missing", json={"ids": [chunk_id]}).json()["missing"]
     assert missing == [chunk_id]
-    assert not blob_exists(srv.data_dir, chunk_id)
+    # Its pack held only this chunk: the file is gone.
+    assert chunk_blob(srv.data_dir, chunk_id) is None and not where[0].exists()
     assert acct.client.get("/account").json()["used_bytes"] == 0
     assert acct.client.get(f"/nodes/{folder['id']}").status_code == 404
 
@@ -157,9 +156,11 @@ def test_empty_trash_collects_chunk_records_and_blob_files(acct: Account, srv: R
 def test_gc_collects_an_uploaded_chunk_nothing_references(acct: Account, srv: RunningServer) -> None:
     """With a grace of 0, an upload never committed is garbage at the next collection."""
     chunk_id, _ = upload_chunk(acct, b"orphan")
+    where = chunk_blob(srv.data_dir, chunk_id)
+    assert where is not None and where[0].exists()
     assert acct.client.post("/gc").json()["collected"] == 1
     assert acct.client.get(f"/chunks/{chunk_id}").status_code == 404
-    assert not blob_exists(srv.data_dir, chunk_id)
+    assert chunk_blob(srv.data_dir, chunk_id) is None and not where[0].exists()
 
 
 def test_chunk_referenced_by_a_live_file_is_never_collected(acct: Account, srv: RunningServer) -> None:
@@ -197,14 +198,19 @@ def test_purged_node_id_cannot_be_reused_by_a_stale_batch(acct: Account) -> None
 
 
 def test_gc_removes_blob_files_left_without_a_record(acct: Account, srv: RunningServer) -> None:
-    """A crash between writing a blob and recording it leaves an orphan file: GC removes it,
-    and leaves recorded blobs alone."""
+    """A crash between writing a blob and recording it leaves an orphan file (a pack, or a
+    blob under a chunk's id from before packs): GC removes it, and leaves recorded blobs alone."""
     kept = upload_chunk(acct, b"recorded and referenced")
     commit(acct, create_op(acct.keys, ROOT_ID, "kept", "file", [kept]))
-    kept_path = next((srv.data_dir / "blobs").rglob(kept[0]))
-    orphan = kept_path.parent.parent / "ff" / ("f" * 64)
-    orphan.parent.mkdir(exist_ok=True)
-    orphan.write_bytes(b"left over from a crash")
+    where = chunk_blob(srv.data_dir, kept[0])
+    assert where is not None
+    kept_path = where[0]
+    account_dir = kept_path.parents[2]  # blobs/<account>/p/<2 hex>/<pack id>
+    orphans = [account_dir / "ff" / ("f" * 64), account_dir / "p" / "ee" / ("e" * 32)]
+    for orphan in orphans:
+        orphan.parent.mkdir(exist_ok=True)
+        orphan.write_bytes(b"left over from a crash")
     assert acct.client.post("/gc").status_code == 200
-    assert not orphan.exists()
-    assert kept_path.exists()
+    assert not any(orphan.exists() for orphan in orphans)
+    assert kept_path.exists() and blob_exists(srv.data_dir, kept[0])
+    assert acct.client.get(f"/chunks/{kept[0]}").status_code == 200

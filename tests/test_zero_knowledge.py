@@ -6,10 +6,11 @@ from __future__ import annotations
 import base64
 import os
 
-from tandem.core.wire import ROOT_ID
+from tandem.core.wire import ROOT_ID, encode_upload_frame
 from tests.conftest import RunningServer, stop_server
 from tests.helpers_api import (
     commit,
+    content_hash,
     create_op,
     data_files,
     fresh_email,
@@ -18,6 +19,7 @@ from tests.helpers_api import (
     move_op,
     node,
     put_file,
+    seal,
     update_op,
     upload_chunk,
 )
@@ -54,6 +56,12 @@ def test_server_data_holds_no_plaintext(server: RunningServer) -> None:
     big = os.urandom(64) + (CONTENT_MARKER * 60000).encode()
     commit(account, create_op(account.keys, folder["id"], f"big {NAME_MARKER}.bin", "file",
                               [upload_chunk(account, big)]))
+    # Several chunks in one pack: a pack file is scanned like any other.
+    frames = []
+    for index in range(5):
+        chunk_id, ciphertext = seal(account.keys, f"{CONTENT_MARKER} packed {index} ".encode() * 50)
+        frames.append(encode_upload_frame(chunk_id, content_hash(ciphertext), ciphertext))
+    assert account.client.post("/chunks/pack", content=b"".join(frames)).json()["stored"] == 5
     assert node(account, folder["id"])["state"] == "live"
     needles = {**{f"name {k}": v for k, v in encodings(NAME_MARKER).items()},
                **{f"content {k}": v for k, v in encodings(CONTENT_MARKER).items()}}
@@ -61,7 +69,8 @@ def test_server_data_holds_no_plaintext(server: RunningServer) -> None:
     stop_server(server)
     files = data_files(server.data_dir)
     assert any(p.name == "meta.db" for p in files)
-    assert sum(1 for p in files if "blobs" in p.parts) >= 4
+    packs = [p for p in files if "blobs" in p.parts and p.parent.parent.name == "p"]
+    assert len(packs) >= 5 and any(p.stat().st_size > 5 * 50 * len(CONTENT_MARKER) for p in packs)
     assert any(DEVICE_CANARY.encode() in p.read_bytes() for p in files)
     leaks = [(str(p.relative_to(server.data_dir)), form)
              for p in files for form, needle in needles.items() if needle in p.read_bytes()]

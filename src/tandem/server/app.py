@@ -21,8 +21,8 @@ from tandem.server.errors import document_errors, install_error_handlers
 from tandem.server.limits import BodyLimitMiddleware
 from tandem.server.locks import AccountLocks
 from tandem.server.notify import LocalNotifier
+from tandem.server.packs import collect_account
 from tandem.server.routes import accounts, backups, chunks, history, tree
-from tandem.server.routes.history import collect_account
 from tandem.server.store import open_store
 
 log = logging.getLogger("tandem.server")

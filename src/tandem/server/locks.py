@@ -1,8 +1,9 @@
 """Per-account reader/writer locks between chunk uploads and garbage collection.
 
-An upload writes a blob, then records it; collection deletes records, then blobs. Were the
-two to interleave, a chunk could end up recorded with its blob deleted. Uploads hold the
-shared side, collection the exclusive side, so they never overlap for one account.
+An upload writes a blob (a pack), then records it; collection deletes or moves records, then
+deletes blobs. Were the two to interleave, a chunk could end up recorded with its blob deleted.
+Uploads hold the shared side, collection the exclusive side, so they never overlap for one
+account.
 (One process only; a multi-process server needs the same from its database.)
 """
 

@@ -1,4 +1,8 @@
-"""The blob store contract."""
+"""The blob store contract: whole, immutable objects plus ranged reads.
+
+The server stores chunks in packs (many chunks' ciphertexts concatenated in one blob, see
+`server/packs.py`), so a blob is written once and whole, and read whole or by range.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +24,11 @@ class BlobStore(Protocol):
 
     def get(self, key: str) -> bytes:
         """The bytes under `key`; raises KeyError if there are none."""
+
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        """`length` bytes of the blob under `key` from `offset` (a chunk inside a pack; an S3
+        backend sends a Range GET). Fewer when the blob ends sooner: callers check the length.
+        Raises KeyError if there is no such blob."""
 
     def exists(self, key: str) -> bool: ...
 

@@ -34,7 +34,7 @@ class LocalBlobStore:
         targets = [(self._path(key), data) for key, data in items]
         fresh = [(path, data) for path, data in targets if not path.exists()]
         for folder in {path.parent for path, _ in fresh}:
-            folder.mkdir(parents=True, exist_ok=True)
+            self._make_folder(folder)
         if len(fresh) == 1:
             path, data = fresh[0]
             write_atomically(path, data, temp_dir=self._tmp)
@@ -47,6 +47,36 @@ class LocalBlobStore:
             return self._path(key).read_bytes()
         except FileNotFoundError:
             raise KeyError(key) from None
+
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        if offset < 0 or length < 0:
+            raise ValueError(f"invalid range {offset}+{length}")
+        try:
+            fd = os.open(self._path(key), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise KeyError(key) from None
+        try:
+            pieces, got = [], 0
+            while got < length:
+                piece = os.pread(fd, length - got, offset + got)
+                if not piece:
+                    break
+                pieces.append(piece)
+                got += len(piece)
+            return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        finally:
+            os.close(fd)
+
+    def _make_folder(self, folder: Path) -> None:
+        """Create `folder` and its missing parents, each made durable in its parent (a pack's
+        name must not vanish with a new folder after a power loss)."""
+        missing: list[Path] = []
+        while not folder.is_dir() and folder != self.root:
+            missing.append(folder)
+            folder = folder.parent
+        for created in reversed(missing):
+            created.mkdir(exist_ok=True)
+            sync_folder(created.parent)
 
     def exists(self, key: str) -> bool:
         return self._path(key).exists()

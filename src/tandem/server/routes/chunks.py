@@ -7,19 +7,21 @@ received and refuses a mismatch, so a truncated or corrupted transfer is never s
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import blake3
 from fastapi import APIRouter, Depends, Header, Request
-from fastapi.responses import FileResponse, Response, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from tandem.core import wire
 from tandem.core.crypto import CHUNK_OVERHEAD
-from tandem.server.deps import Services, chunk_key, current_device, now, services
+from tandem.server.deps import Services, current_device, services
 from tandem.server.errors import BodyTooLarge
 from tandem.server.models import ChunkId, ChunkIdsRequest, MissingResponse, StoredResponse
+from tandem.server.packs import read_chunk, read_chunks, store_pack
 from tandem.server.store.base import Device, StoreError
 
 router = APIRouter(tags=["chunks"])
@@ -28,8 +30,11 @@ _BINARY_BODY: dict[str, Any] = {
                     "content": {"application/octet-stream": {"schema": {"type": "string",
                                                                          "format": "binary"}}}}
 }
-#: Flush received pack frames to storage once this many bytes are waiting.
+#: Flush received pack frames to storage (as one pack blob) once this many bytes are waiting.
 _PACK_FLUSH_BYTES = 8 * 1024 * 1024
+#: `POST /chunks/fetch` reads this many bytes of chunks per worker-thread call.
+_FETCH_READ_BYTES = 4 * 1024 * 1024
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
 def _verify(chunk_id: str, content_hash: str, data: bytes | bytearray) -> None:
@@ -42,16 +47,15 @@ def _verify(chunk_id: str, content_hash: str, data: bytes | bytearray) -> None:
 
 
 def _store(parts: Services, account_id: int, items: list[tuple[str, str, bytes]]) -> int:
-    """Verify (id, hash, ciphertext) items, check the quota, write the new blobs durably,
-    then record them. Runs in a worker thread."""
+    """Verify (id, hash, ciphertext) items, check the quota, write the new ones durably as
+    one pack, then record them. Runs in a worker thread."""
     for chunk_id, content_hash, data in items:
         _verify(chunk_id, content_hash, data)
     with parts.locks.uploading(account_id):
         lacking = set(parts.store.missing_chunks(account_id, [cid for cid, _, _ in items]))
         fresh = {cid: data for cid, _, data in items if cid in lacking}
         parts.store.reserve_space(account_id, sum(len(d) for d in fresh.values()))
-        parts.blobs.put_many([(chunk_key(account_id, c), d) for c, d in fresh.items()])
-        return parts.store.record_chunks(account_id, [(c, len(d)) for c, d in fresh.items()], now())
+        return store_pack(parts, account_id, fresh)
 
 
 @router.post("/chunks/missing", response_model=MissingResponse)
@@ -113,8 +117,8 @@ async def put_pack(request: Request, device: Device = Depends(current_device),
             pending_bytes += length
             total += 1
             del buffer[:end]
-        if pending_bytes >= _PACK_FLUSH_BYTES:
-            await flush()
+            if pending_bytes >= _PACK_FLUSH_BYTES:  # so a pack is at most 8 MiB + one chunk
+                await flush()
     if buffer:
         raise StoreError(400, "invalid_pack", "the pack ends in the middle of a frame")
     await flush()
@@ -123,19 +127,36 @@ async def put_pack(request: Request, device: Device = Depends(current_device),
 
 @router.get("/chunks/{chunk_id}", response_class=Response,
             responses={200: {"content": {"application/octet-stream": {}}}})
-def get_chunk(chunk_id: ChunkId, device: Device = Depends(current_device),
+def get_chunk(chunk_id: ChunkId, request: Request, device: Device = Depends(current_device),
               parts: Services = Depends(services)) -> Response:
-    """Download one encrypted chunk (Range requests supported)."""
-    if parts.store.chunk_size(device.account_id, chunk_id) is None:
-        raise StoreError(404, "not_found", "chunk not found")
-    key = chunk_key(device.account_id, chunk_id)
-    path = parts.blobs.local_path(key)
-    if path is not None:
-        return FileResponse(path, media_type="application/octet-stream")
-    try:
-        return Response(parts.blobs.get(key), media_type="application/octet-stream")
-    except KeyError:
-        raise StoreError(404, "chunk_lost", "chunk is recorded but its data is gone") from None
+    """Download one encrypted chunk (a single `Range` is honoured: 206)."""
+    data = read_chunk(parts, device.account_id, chunk_id)
+    headers = {"Accept-Ranges": "bytes"}
+    wanted = _byte_range(request.headers.get("range"), len(data))
+    if wanted is None:
+        return Response(data, media_type="application/octet-stream", headers=headers)
+    start, end = wanted
+    if start >= len(data):
+        return Response(status_code=416, headers={**headers, "Content-Range": f"bytes */{len(data)}"})
+    return Response(data[start:end], status_code=206, media_type="application/octet-stream",
+                    headers={**headers, "Content-Range": f"bytes {start}-{end - 1}/{len(data)}"})
+
+
+def _byte_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """(start, end) of one `bytes=a-b`, `bytes=a-` or `bytes=-n` range; None for no range or
+    one we ignore (several ranges, malformed: the whole chunk is answered, as RFC 9110 allows).
+    A start past the end is returned as is (416)."""
+    match = _RANGE.match(header.strip()) if header else None
+    if match is None or not (match.group(1) or match.group(2)):
+        return None
+    first, last = match.group(1), match.group(2)
+    if not first:  # the last n bytes
+        return max(size - int(last), 0), size
+    start = int(first)
+    end = min(int(last) + 1, size) if last else size
+    if last and int(last) < start:
+        return None
+    return start, end
 
 
 @router.post("/chunks/fetch", response_class=StreamingResponse,
@@ -145,14 +166,24 @@ async def fetch_chunks(body: ChunkIdsRequest, device: Device = Depends(current_d
     """Download many chunks in one response: frames of (32-byte id, 4-byte length, data),
     in the order asked. Every id must be this account's, or nothing is sent (404)."""
     account_id = device.account_id
-    lacking = await run_in_threadpool(parts.store.missing_chunks, account_id, body.ids)
+    locations = await run_in_threadpool(parts.store.chunk_locations, account_id, body.ids)
+    lacking = [chunk_id for chunk_id in dict.fromkeys(body.ids) if chunk_id not in locations]
     if lacking:
         raise StoreError(404, "not_found", f"{len(lacking)} chunk(s) not found",
                          chunks=lacking[:100])
+    wanted = [(chunk_id, locations[chunk_id]) for chunk_id in body.ids]
 
     async def frames() -> AsyncIterator[bytes]:
-        for chunk_id in body.ids:
-            data = await run_in_threadpool(parts.blobs.get, chunk_key(account_id, chunk_id))
-            yield wire.encode_download_frame(chunk_id, data)
+        index = 0
+        while index < len(wanted):
+            end, size = index, 0
+            while end < len(wanted) and (end == index or size < _FETCH_READ_BYTES):
+                size += wanted[end][1].size
+                end += 1
+            group = wanted[index:end]
+            datas = await run_in_threadpool(read_chunks, parts, account_id, group)
+            for (chunk_id, _), data in zip(group, datas, strict=True):
+                yield wire.encode_download_frame(chunk_id, data)
+            index = end
 
     return StreamingResponse(frames(), media_type="application/octet-stream")

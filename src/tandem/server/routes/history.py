@@ -8,7 +8,7 @@ from fastapi import APIRouter, Body, Depends, Path
 from starlette.concurrency import run_in_threadpool
 
 from tandem.core.crypto import b64decode
-from tandem.server.deps import Services, chunk_key, current_device, now, services
+from tandem.server.deps import Services, current_device, now, services
 from tandem.server.models import (
     CollectedResponse,
     EmptyTrashRequest,
@@ -22,6 +22,7 @@ from tandem.server.models import (
     VersionsResponse,
     node_json,
 )
+from tandem.server.packs import collect_account
 from tandem.server.store.base import Device
 
 router = APIRouter(tags=["history"])
@@ -82,27 +83,3 @@ def collect(device: Device = Depends(current_device),
             parts: Services = Depends(services)) -> CollectedResponse:
     """Apply retention and collect this account's unreferenced chunks now."""
     return CollectedResponse(collected=collect_account(parts, device.account_id))
-
-
-def collect_account(parts: Services, account_id: int) -> int:
-    """Drop unreferenced chunk records, then their blobs (a crash between leaves only an
-    orphan blob, never a record without its blob), then orphan blobs: with this account's
-    uploads excluded by the lock, a blob without a record is left over from a crash."""
-    with parts.locks.collecting(account_id):
-        doomed = parts.store.collect_garbage(account_id, now())
-        for chunk_id in doomed:
-            parts.blobs.delete(chunk_key(account_id, chunk_id))
-        prefix = chunk_key(account_id, "")
-        batch: list[str] = []
-        for key in parts.blobs.keys(prefix):
-            batch.append(key[len(prefix):])
-            if len(batch) >= 1000:
-                _delete_orphans(parts, account_id, batch)
-                batch = []
-        _delete_orphans(parts, account_id, batch)
-    return len(doomed)
-
-
-def _delete_orphans(parts: Services, account_id: int, chunk_ids: list[str]) -> None:
-    for chunk_id in parts.store.missing_chunks(account_id, chunk_ids):
-        parts.blobs.delete(chunk_key(account_id, chunk_id))

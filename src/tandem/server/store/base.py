@@ -94,6 +94,36 @@ class Snapshot:
 
 
 @dataclass(frozen=True)
+class ChunkLocation:
+    """Where a chunk's ciphertext is: `size` bytes at `offset` in pack `pack`, or, for a chunk
+    recorded before packs (`pack` None), the whole blob stored under its own id."""
+
+    pack: str | None
+    offset: int
+    size: int
+
+
+@dataclass
+class Collected:
+    """What one garbage collection dropped: chunk records, and the blobs to delete now (chunks
+    stored under their own id, packs no live chunk points to any more)."""
+
+    chunks: list[str] = field(default_factory=list)
+    own_blobs: list[str] = field(default_factory=list)
+    packs: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class PackedChunk:
+    """A live chunk inside a pack, as GC's repacking sees it."""
+
+    pack: str
+    chunk_id: str
+    offset: int
+    size: int
+
+
+@dataclass(frozen=True)
 class Retention:
     """How long history is kept: versions (age or count), trash, and unreferenced chunks."""
 
@@ -142,7 +172,16 @@ class MetadataStore(Protocol):
     def record_chunks(self, account_id: int, chunks: list[tuple[str, int]], now: int) -> int: ...
     def reserve_space(self, account_id: int, size: int) -> None: ...
     def chunk_size(self, account_id: int, chunk_id: str) -> int | None: ...
-    def collect_garbage(self, account_id: int, now: int) -> list[str]: ...
+    def record_pack(self, account_id: int, pack_id: str, pack_size: int,
+                    chunks: list[tuple[str, int, int]], now: int) -> int: ...
+    def chunk_locations(self, account_id: int, chunk_ids: list[str]) -> dict[str, ChunkLocation]: ...
+    def collect_garbage(self, account_id: int, now: int) -> Collected: ...
+    def sparse_packs(self, account_id: int) -> list[str]: ...
+    def packed_chunks(self, account_id: int, pack_ids: list[str]) -> list[PackedChunk]: ...
+    def move_chunks(self, account_id: int, new_pack: str, new_size: int,
+                    moves: list[tuple[PackedChunk, int]], now: int) -> bool: ...
+    def unreferenced_blobs(self, account_id: int, chunk_ids: list[str],
+                           pack_ids: list[str]) -> tuple[list[str], list[str]]: ...
     def account_ids(self) -> list[int]: ...
 
     # backups

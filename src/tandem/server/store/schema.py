@@ -87,4 +87,19 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX snapshots_backup ON snapshots(account_id, backup_id, taken_at_ns);
     """,
+    # Packs: a chunk uploaded from now on lives at (pack, pack_offset, size) inside a pack blob
+    # of many chunks. Chunks recorded before keep NULL: a blob of their own under their id.
+    # `packs.size` is the blob's length, so GC can tell how much of it is still live.
+    """
+    ALTER TABLE chunks ADD COLUMN pack TEXT;
+    ALTER TABLE chunks ADD COLUMN pack_offset BIGINT;
+    CREATE INDEX chunks_pack ON chunks(account_id, pack);
+    CREATE TABLE packs (
+        account_id BIGINT NOT NULL,
+        id TEXT NOT NULL,
+        size BIGINT NOT NULL,
+        created_at BIGINT NOT NULL,
+        PRIMARY KEY (account_id, id)
+    );
+    """,
 ]

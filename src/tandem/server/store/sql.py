@@ -17,6 +17,7 @@ from typing import Any
 from tandem.core.wire import ROOT_ID
 from tandem.server.store.base import (
     Account,
+    Collected,
     Device,
     Node,
     Retention,
@@ -25,6 +26,7 @@ from tandem.server.store.base import (
     not_found,
 )
 from tandem.server.store.batch import BatchApplier, manifest_from_json
+from tandem.server.store.packs import PackRules, empty_packs
 from tandem.server.store.snapshots import SnapshotRules, referenced_chunks
 
 DAY = 86400
@@ -86,7 +88,7 @@ def node_from_row(row: Sequence[Any]) -> Node:
     )
 
 
-class SqlStore(SnapshotRules, ABC):
+class SqlStore(SnapshotRules, PackRules, ABC):
     """`MetadataStore` over a SQL engine; subclasses provide `_transaction`."""
 
     #: Appended to the account-lock SELECT; PostgreSQL needs " FOR UPDATE", SQLite locks the file.
@@ -340,7 +342,8 @@ class SqlStore(SnapshotRules, ABC):
             )
 
     def record_chunks(self, account_id: int, chunks: list[tuple[str, int]], now: int) -> int:
-        """Record stored chunks (create-only: known ids are skipped); returns how many were new."""
+        """Record chunks stored as blobs of their own, the layout before packs (uploads use
+        `record_pack`); create-only: known ids are skipped. Returns how many were new."""
         if not chunks:
             return 0
         with self._transaction(write=True) as tx:
@@ -356,10 +359,10 @@ class SqlStore(SnapshotRules, ABC):
         with self._transaction(write=True) as tx:
             tx.run("UPDATE accounts SET quota_bytes = ? WHERE id = ?", (quota_bytes, account_id))
 
-    def collect_garbage(self, account_id: int, now: int) -> list[str]:
-        """Apply retention, then drop chunk records nothing references; returns their ids so
-        the caller deletes the blobs. Runs under the account lock, so no commit can start
-        referencing a chunk between the mark and the sweep."""
+    def collect_garbage(self, account_id: int, now: int) -> Collected:
+        """Apply retention, then drop chunk records nothing references and the packs left
+        without a live chunk; returns them so the caller deletes the blobs. Runs under the
+        account lock, so no commit can start referencing a chunk between the mark and the sweep."""
         keep = self.retention
         with self._account_change(account_id) as journal:
             tx = journal.tx
@@ -376,16 +379,18 @@ class SqlStore(SnapshotRules, ABC):
                 referenced.update(chunk_id for chunk_id, _ in json.loads(manifest))
             referenced.update(referenced_chunks(tx, account_id))
             candidates = tx.all(
-                "SELECT id, size FROM chunks WHERE account_id = ? AND created_at <= ?",
+                "SELECT id, size, pack FROM chunks WHERE account_id = ? AND created_at <= ?",
                 (account_id, now - keep.chunk_grace_seconds),
             )
-            doomed = [(cid, size) for cid, size in candidates if cid not in referenced]
+            doomed = [(cid, size, pack) for cid, size, pack in candidates if cid not in referenced]
             tx.many("DELETE FROM chunks WHERE account_id = ? AND id = ?",
-                    [(account_id, cid) for cid, _ in doomed])
-            freed = sum(size for _, size in doomed)
+                    [(account_id, cid) for cid, _, _ in doomed])
+            freed = sum(size for _, size, _ in doomed)
             tx.run("UPDATE accounts SET used_bytes = used_bytes - ? WHERE id = ?", (freed, account_id))
+            packs = empty_packs(tx, account_id)
             self._compact_tombstones(tx, account_id, now)
-        return [cid for cid, _ in doomed]
+        return Collected(chunks=[cid for cid, _, _ in doomed],
+                         own_blobs=[cid for cid, _, pack in doomed if pack is None], packs=packs)
 
     @staticmethod
     def _compact_tombstones(tx: Tx, account_id: int, now: int) -> None:
