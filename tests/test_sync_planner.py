@@ -183,6 +183,9 @@ CASES.update({
         FOLDER_BASE, {"e": ld(), "e/f": lf("v1", inode=2)}, {"e": rd("n1", 2), "e/f": rf("n2", 1, "v1")},
         expect={(MoveSynced, "d")}),
     "case-only rename locally": Case(BASE, {"A.txt": lf("v1")}, SAME_R, expect={(MoveRemote, "a.txt")}),
+    "local move onto a name the cloud just gave another file: compared by path": Case(
+        BASE, {"b.txt": lf("v1")}, {**SAME_R, "b.txt": rf("n9", 3, "theirs")},
+        expect={(DeleteRemote, "a.txt"), (ConflictCopy, "b.txt")}),
     "moving a folder into itself is not planned": Case(
         FOLDER_BASE, {"d": ld(), "d/d": lf("v1", inode=50)}, FOLDER_REMOTE,
         expect={(Upload, "d/d"), (DeleteRemote, "d/f")}),

@@ -193,7 +193,9 @@ def _moves(synced: SyncedTree, local: LocalTree, remote: RemoteTree) -> list[Op]
             continue
         base = synced[old]
         theirs = remote.get(old)
-        if (old in local or path in synced or entry.kind != base.kind or theirs is None
+        # The target taken in the cloud (a new node there) is compared by path instead.
+        if (old in local or path in synced or path in remote or entry.kind != base.kind
+                or theirs is None
                 or theirs.node_id != base.node_id or is_within(path, old)
                 or any(is_within(old, o) or is_within(path, t) for o, t in moved_from)):
             continue
