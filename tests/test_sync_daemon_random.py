@@ -25,9 +25,8 @@ from pathlib import Path
 import pytest
 
 from tandem.client import Home, Session
-from tandem.core.chunking import chunk_bytes
-from tandem.sync.model import content_id
 from tests.conftest import RunningServer
+from tests.simulation import cloud_history, content_key
 from tests.sync_helpers import Device, daemons, link_devices, tree_of
 
 SEEDS = [int(s) for s in os.environ.get("TANDEM_DAEMON_SEEDS", "1,2").split(",") if s.strip()]
@@ -89,18 +88,8 @@ def _lost(device: Device, contents: set[bytes]) -> list[bytes]:
     trashed), as the change journal from 0 lists them."""
     session = Session.open(Home(device.home))
     try:
-        history: set[str] = set()
-        cursor, more = 0, True
-        while more:
-            page = session.api.changes(cursor, limit=1000)
-            for node in page["changes"]:
-                if node["kind"] == "file" and node["state"] != "purged":
-                    for version in session.api.versions(node["id"]):
-                        history.add(content_id(tuple((c, int(s)) for c, s in version["manifest"])))
-            cursor, more = page["cursor"], page["has_more"]
-        keys = session.keys
-        return [data for data in contents
-                if content_id([(keys.chunk_id(c), len(c)) for c in chunk_bytes(data)]) not in history]
+        history = cloud_history(session)
+        return [data for data in contents if content_key(session, data) not in history]
     finally:
         session.close()
 
