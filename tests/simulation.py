@@ -138,7 +138,8 @@ class Simulation(UserChanges):
         self.written: set[bytes] = set()
         self.superseded: set[bytes] = set()
         self.committed: set[bytes] = set()
-        #: Each device's problems in its last pass (a later pass may clear them).
+        #: Each device's problems and unfinished paths in its last pass (a later pass may
+        #: clear them; after quiescence none may be left).
         self.problems: dict[str, dict[str, str]] = {}
         self.serial = 0
 
@@ -199,7 +200,8 @@ class Simulation(UserChanges):
                 data = path.read_bytes()
                 if data in self.written:
                     self.committed.add(data)
-        self.problems[device.name] = report.problems
+        self.problems[device.name] = {**report.problems,
+                                      **{p: "work left" for p in report.unfinished}}
         return report.done
 
     def quiesce(self) -> None:

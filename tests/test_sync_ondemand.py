@@ -194,6 +194,21 @@ def test_a_cloud_edit_updates_the_placeholder_and_downloads_nothing(
     assert (b.folder / "big.bin").read_bytes() == (a.folder / "big.bin").read_bytes()
 
 
+def test_a_placeholder_deleted_here_while_its_file_is_edited_elsewhere_comes_back(
+        server: RunningServer, tmp_path: Path) -> None:
+    """Edit beats delete for an online-only file too (found by the simulation, seed 1005):
+    the placeholder is written anew, where before every pass retried and skipped it."""
+    a, b = _pair(server, tmp_path, {"doc.txt": b"first"})
+    _ok(b, "free", str(b.folder / "doc.txt"))
+    (b.folder / "doc.txt.tandem").unlink()
+    write(a.folder, "doc.txt", b"edited elsewhere")
+    sync_all(a, b)
+    assert (b.folder / "doc.txt.tandem").is_file()
+    _ok(b, "check")
+    _ok(b, "offline", str(b.folder / "doc.txt.tandem"))
+    assert (b.folder / "doc.txt").read_bytes() == b"edited elsewhere"
+
+
 def test_a_cloud_move_renames_the_placeholder_and_its_text_names_the_new_path(
         server: RunningServer, tmp_path: Path) -> None:
     a, b = _pair(server, tmp_path, {"old.bin": b"moving", "sub/keep.txt": b"k"})

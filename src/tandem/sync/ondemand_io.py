@@ -48,7 +48,10 @@ class Placeholders:
 
     def place(self, path: str, remote: RemoteEntry, record: Placeholder | None) -> None:
         """Write the placeholder for `path`, or rewrite it where it is after a change in the
-        cloud (a rewrite replaces it atomically, so it never disappears)."""
+        cloud (a rewrite replaces it atomically, so it never disappears). A placeholder
+        deleted here while the file changed in the cloud is written anew (edit beats delete)."""
+        if record is not None and not os.path.lexists(self.root / record.placeholder):
+            record = None
         if record is not None:
             self._check_unchanged(record)
             self._write_recorded(path, record.placeholder, remote)
