@@ -44,6 +44,7 @@ from tandem.sync.scanner import RootUnavailable, ScanResult, make_hasher, scan
 from tandem.sync.state import StateDB
 
 T = TypeVar("T", SyncedEntry, RemoteEntry)
+E = TypeVar("E")
 MAX_ROUNDS = 50
 #: A plan deleting more than this share of the synced files, and more than MASS_DELETE_MIN,
 #: waits for the user (promise 2).
@@ -158,12 +159,17 @@ class Engine:
         focus = widen(set(), subtrees) if subtrees is not None else None
         focus = widen(focus, self.state.problems())
         scan_only = None if focus is None else sorted(focus)
+        scan_problems: dict[str, str] = {}
+        #: Moves that failed (a folder refusing the rename): the pass goes on without their
+        #: paths, since a plan holding moves holds nothing else. Their problems stay reported.
+        held: dict[str, str] = {}
         for _ in range(MAX_ROUNDS):
             report.rounds += 1
             # Local first: with the server unreachable, the scan still records what waits.
             previous = self.state.local_tree()
             self.live.set_activity("scanning")
             scanned = scan(self.root, previous, self.hasher, self.rules(), scan_only)
+            scan_problems = _rescanned(scan_problems, scan_only, scanned.problems)
             self.state.save_local(previous, scanned.tree)
             self.mirror.refresh()
             remote, remote_problems = self.mirror.tree()
@@ -179,10 +185,11 @@ class Engine:
             # What this device ignores (by rule, or a symlink or special file standing there)
             # is neither sent, fetched nor deleted, on either side.
             skip = set(scanned.ignored)
-            plan = planner.plan(self._unignored(restrict(synced, focus), skip),
-                                restrict(local, focus),
-                                self._unignored(restrict(remote, focus), skip))
-            problems = {**remote_problems, **scanned.problems}
+            plan = planner.plan(_without(self._unignored(restrict(synced, focus), skip), held),
+                                _without(restrict(local, focus), held),
+                                _without(self._unignored(restrict(remote, focus), skip), held))
+            problems = {**remote_problems, **scan_problems,
+                        **{path: problem for path, problem in held.items() if problem}}
             if not plan.ops:
                 report.problems = problems
                 report.unfinished = []
@@ -199,7 +206,11 @@ class Engine:
             report.problems = {**problems, **outcome.problems}
             report.unfinished = _touched(plan, outcome.problems, remote_too=True)
             if outcome.done == 0:
-                break
+                stuck = _failed_moves(plan, outcome.problems)
+                if not stuck.keys() - held.keys():
+                    break
+                held.update(stuck)
+                continue
             scan_only = _touched(plan, outcome.problems)
             focus = widen(focus, scan_only)  # a pass's focus only grows
         self.state.set_problems(report.problems, int(time.time()))
@@ -324,6 +335,32 @@ def _touched(plan: planner.Plan, problems: dict[str, str], remote_too: bool = Fa
         if isinstance(op, planner.ConflictCopy):
             paths.add(op.path.rpartition("/")[0])
     return sorted(paths)  # the scan keeps the outermost ones
+
+
+def _failed_moves(plan: planner.Plan, problems: dict[str, str]) -> dict[str, str]:
+    """Both paths of each move of the plan that failed (its problem on the first)."""
+    return {path: problem for op in plan.ops
+            if isinstance(op, planner.MoveLocal | planner.MoveRemote) and op.path in problems
+            for path, problem in ((op.to, ""), (op.path, problems[op.path]))}
+
+
+def _without(tree: dict[str, E], held: dict[str, str]) -> dict[str, E]:
+    if not held:
+        return tree
+    paths = set(held)
+    return {path: entry for path, entry in tree.items() if not within_any(path, paths)}
+
+
+def _rescanned(earlier: dict[str, str], subtrees: Sequence[str] | None,
+               found: dict[str, str]) -> dict[str, str]:
+    """The problems of a round's scan, with those of earlier rounds' scans that it did not
+    look at again (a later round rescans only what it touched: an unreadable file found by
+    the first round is still a problem of the pass)."""
+    if subtrees is None or "" in subtrees:
+        return dict(found)
+    looked = set(subtrees)
+    return {**{path: problem for path, problem in earlier.items()
+               if not within_any(path, looked)}, **found}
 
 
 def _connection_state(exc: ClientError) -> str:
