@@ -378,7 +378,11 @@ class HoldingProxy(Proxy):
                 client.shutdown(socket.SHUT_RDWR)
             client.close()
             return
-        upstream = socket.create_connection(self.target, timeout=30)
+        try:
+            upstream = socket.create_connection(self.target, timeout=30)
+        except OSError:  # the server is down (restarting): refuse this one, keep accepting
+            client.close()
+            return
         self.track(client, upstream)
         self.spawn(self._pump, client, upstream, True)
         self.spawn(self._pump, upstream, client, False)
