@@ -278,6 +278,16 @@ CASES: dict[str, Case] = {
         tree={**DOCS, A.path: stand_in(A), A_TANDEM.path: stand_in(A_TANDEM)},
         ops=[],
     ),
+    # Found by the simulation (seed 1024): the placeholder deleted, then a new file that
+    # reused its inode was read as the file moved there, and the record followed the move
+    # onto the real file, whose placeholder is nowhere: the real file wins, the record goes.
+    "16 the record followed a move onto a real file: the real file wins": Case(
+        local={**DOCS, "docs/new.txt": real_file("typed anew", REPORT.inode)},
+        records={"docs/new.txt": REPORT.record},
+        synced={**synced_of(), "docs/new.txt": replace(REPORT.synced, size=len("typed anew"))},
+        tree={**DOCS, "docs/new.txt": real_file("typed anew", REPORT.inode)},
+        dropped=["docs/new.txt"],
+    ),
 }
 
 

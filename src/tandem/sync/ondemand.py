@@ -109,10 +109,12 @@ def overlay(local: LocalTree, records: dict[str, Placeholder], synced: SyncedTre
             continue
         at_home = virtual_path(path, record) == path
         real = local.get(path)
-        if (at_home and real is not None and path not in claimed
+        if ((at_home or here is None) and real is not None and path not in claimed
                 and not unchanged(real, record)):
-            # The real file is back (an interrupted free or offline): it wins. (Not when what
-            # stands there is a placeholder: this one renamed, or another file's.)
+            # The real file is back (an interrupted free or offline), or the record followed
+            # a move onto a real file (a new file reused the deleted placeholder's inode and
+            # was read as the file moved): it wins. (Not when what stands there is a
+            # placeholder: this one renamed, or another file's.)
             _remove(result, path, record, here)
         elif base is None or base.kind != "file":
             # The cloud file is gone (deleted here or there) and the plan that did it is done.
