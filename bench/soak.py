@@ -49,8 +49,8 @@ def main() -> int:
                                         base=Path(scratch)).run()
                     operations.update(report.operations)
                     faults.update(report.faults)
-                except AssertionError as exc:
-                    failures[seed] = str(exc).splitlines()[0][:300]
+                except Exception as exc:  # a failed check, or the product raising
+                    failures[seed] = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
                     print(f"FAILED seed {seed}: {failures[seed]}", flush=True)
                 seeds += 1
                 seed += 1

@@ -3,8 +3,8 @@ devices, one server, random changes, frees and pins, crossing moves, case-only r
 names, syncs in random order, part of the run through the fault proxy; after quiescence
 `tandem check` is clean everywhere, the trees are the same and nothing saved is lost.
 
-Seeds: TANDEM_SIM_SEEDS="1,2,3" (default "1,2,3"); a failure names its seed, which replays
-the run. bench/soak.py runs many more.
+Seeds: TANDEM_SIM_SEEDS="1,2,3" (default 1 to 8, about half a minute here); a failure names
+its seed, which replays the run. bench/soak.py runs many more.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pytest
 from tests.conftest import RunningServer, start_server, stop_server
 from tests.simulation import Simulation
 
-SEEDS = [int(s) for s in os.environ.get("TANDEM_SIM_SEEDS", "1,2,3").split(",") if s.strip()]
+SEEDS = [int(s) for s in os.environ.get("TANDEM_SIM_SEEDS", "1,2,3,4,5,6,7,8").split(",") if s.strip()]
 
 
 @pytest.fixture(scope="module")
