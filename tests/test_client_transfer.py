@@ -179,3 +179,30 @@ def test_a_chunk_that_is_not_what_the_scan_saw_is_refused(transfers: Transfers, 
     wrong = [("0" * 64, size) if i == 1 else (cid, size) for i, (cid, size) in enumerate(manifest)]
     [result] = transfers.upload([source], known=[(wrong, signature)])
     assert isinstance(result, FileChangedError)
+
+
+def test_a_read_failing_with_eio_mid_upload_is_that_file_s_error(
+        transfers: Transfers, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A disk that fails under a file the scan could read (EIO on the upload's own read of a
+    missing chunk): that file's result is the OSError, the others upload. A mock, as a
+    failing disk cannot be made here with a stable stat (the sync tests make real EIO with
+    a bind mount, which changes the file's stat, so the scanner meets it instead)."""
+    import errno
+
+    bad = _random_file(tmp_path / "bad.bin", 3 << 20, seed=2)
+    good = _random_file(tmp_path / "good.bin", 3 << 20, seed=3)
+    real_pread = os.pread
+    bad_inode = bad.stat().st_ino
+
+    def pread(fd: int, size: int, offset: int) -> bytes:
+        if os.fstat(fd).st_ino == bad_inode and offset > 0:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return real_pread(fd, size, offset)
+
+    monkeypatch.setattr(os, "pread", pread)
+    results = transfers.upload([bad, good], known=[_known(transfers, bad), _known(transfers, good)])
+    assert isinstance(results[0], OSError) and results[0].errno == errno.EIO
+    assert not isinstance(results[1], Exception)
+    copy = tmp_path / "copy.bin"
+    transfers.download(results[1].manifest, copy)
+    assert copy.read_bytes() == good.read_bytes()
