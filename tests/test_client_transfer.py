@@ -206,3 +206,19 @@ def test_a_read_failing_with_eio_mid_upload_is_that_file_s_error(
     copy = tmp_path / "copy.bin"
     transfers.download(results[1].manifest, copy)
     assert copy.read_bytes() == good.read_bytes()
+
+
+def test_a_file_whose_size_says_zero_is_read_like_the_scan_reads_it(
+        transfers: Transfers, tmp_path: Path) -> None:
+    """procfs (or a FUSE filesystem) reports 0 bytes for a file that holds some. The upload
+    skipped reading it and committed it empty, while the scan had hashed its real bytes: the
+    next round saw the two differ and uploaded again, a new version per round, 50 a pass."""
+    source = Path("/proc/self/cmdline")
+    assert source.stat().st_size == 0
+    [result] = transfers.upload([source])
+    assert not isinstance(result, Exception)
+    content = source.read_bytes()
+    assert result.size == len(content) > 0
+    copy = tmp_path / "copy"
+    transfers.download(result.manifest, copy)
+    assert copy.read_bytes() == content

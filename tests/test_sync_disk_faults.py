@@ -17,7 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -71,16 +71,30 @@ def trash(device: Device) -> list[dict[str, Any]]:
 @contextmanager
 def failing_reads(path: Path) -> Iterator[None]:
     """Every read of `path` fails with a real EIO while the block runs."""
-    mounted = subprocess.run(["mount", "--bind", f"/proc/{os.getpid()}/mem", str(path)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot bind-mount here: {mounted.stderr.strip()}")
-    try:
+    with failing_reads_later(path) as start:
+        start()
+        yield
+
+
+@contextmanager
+def failing_reads_later(path: Path) -> Iterator[Callable[[], None]]:
+    """Reads of `path` fail with a real EIO from the moment the block calls what it gets."""
+    mounted: list[bool] = []
+
+    def start() -> None:
+        done = subprocess.run(["mount", "--bind", f"/proc/{os.getpid()}/mem", str(path)],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot bind-mount here: {done.stderr.strip()}")
+        mounted.append(True)
         with pytest.raises(OSError, match="Input/output error"):
             path.read_bytes()
-        yield
+
+    try:
+        yield start
     finally:
-        subprocess.run(["umount", str(path)], check=True)
+        if mounted:
+            subprocess.run(["umount", str(path)], check=True)
 
 
 def test_a_file_failing_with_eio_is_a_problem_never_a_deletion(shared: RunningServer,
@@ -256,3 +270,27 @@ def test_the_sync_root_renamed_away_mid_pass(shared: RunningServer, tmp_path: Pa
     finally:
         proxy.close()
     assert final == {"old.txt": b"old\n", "from-a.txt": b"from A\n", "from-b.txt": b"from B\n"}
+
+
+def test_eio_while_uploading_a_file_the_scan_could_read(shared: RunningServer,
+                                                        tmp_path: Path) -> None:
+    """The scan reads both files; the upload's first slice (6 MiB) is held at its query for
+    missing chunks while the disk under `second.bin` (the next slice) starts failing: that
+    upload fails with EIO, a per-path problem, and the first file is committed. (The mount
+    makes the file's size read 0: the upload skipped reading a file of size 0 and committed
+    it empty, the scan kept the content it had seen, and each round uploaded it again.)"""
+    a, b, proxy = _through_proxy(shared, tmp_path, b"POST /chunks/missing")
+    try:
+        first = write(b.folder, "first.bin", os.urandom(6 << 20)).read_bytes()
+        second = write(b.folder, "second.bin", os.urandom(3 << 20)).read_bytes()
+        with failing_reads_later(b.folder / "second.bin") as start_failing:
+            with held_pass(b, proxy) as process:
+                start_failing()
+            assert process.returncode == 1
+            a.synced()
+            assert tree_of(a.folder) == {"first.bin": first}
+            status = b.run("status").stdout
+            assert "second.bin: " in status and "Input/output error" in status, status
+        assert settle(a, b) == {"first.bin": first, "second.bin": second}
+    finally:
+        proxy.close()

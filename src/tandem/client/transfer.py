@@ -241,9 +241,17 @@ class _UploadBatch:
         manifest: Manifest = []
         with open(path, "rb") as handle:
             before = os.fstat(handle.fileno())
-            # A file below the chunker's minimum is one chunk: skip the chunker's set-up.
-            small = before.st_size < MIN_CHUNK
-            chunks = ([handle.read()] if before.st_size else []) if small else iter_chunks(handle)
+            chunks: Iterable[bytes]
+            if before.st_size < MIN_CHUNK:
+                # One chunk: skip the chunker's set-up. Read even when the size says 0, as
+                # the scan does (a file may hold more than its stat says, procfs or FUSE, or
+                # fail to read): the content sent is the content the scan saw.
+                data = handle.read(MIN_CHUNK)
+                if handle.read(1):
+                    raise FileChangedError(f"{path} changed while it was read")
+                chunks = [data] if data else []
+            else:
+                chunks = iter_chunks(handle)
             for plaintext in chunks:
                 chunk_id = self.transfers.keys.chunk_id(plaintext)
                 manifest.append((chunk_id, len(plaintext)))
@@ -255,7 +263,7 @@ class _UploadBatch:
         after = os.stat(path)
         if _file_signature(before) != _file_signature(after):
             raise FileChangedError(f"{path} changed while it was read")
-        return UploadResult(path, before.st_size, before.st_mtime_ns, manifest)
+        return UploadResult(path, sum(size for _, size in manifest), before.st_mtime_ns, manifest)
 
     def add_known_file(self, path: Path, known: KnownContent,
                        advance: Callable[[int], None] | None = None) -> UploadResult:
