@@ -1,6 +1,6 @@
 """The rules of accounts, the tree, history and chunks, written once in portable SQL.
 
-An engine subclass (SQLite now, PostgreSQL later) only supplies connections and transactions.
+An engine subclass (`sqlite`, `postgres`) only supplies connections and transactions.
 Every change to an account's tree happens inside `_account_change`, which serialises commits
 per account (a row lock on the account) and hands out journal sequence numbers, so the cursor
 only grows and a client that read cursor N has seen every change up to N (promise 6).
@@ -62,7 +62,8 @@ class Tx:
         return int(self._connection.execute(self._sql(sql), params).rowcount)
 
     def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        self._connection.executemany(self._sql(sql), rows)
+        if rows:
+            self._connection.cursor().executemany(self._sql(sql), rows)
 
 
 class JournalWriter:
@@ -91,7 +92,8 @@ def node_from_row(row: Sequence[Any]) -> Node:
 class SqlStore(SnapshotRules, PackRules, ABC):
     """`MetadataStore` over a SQL engine; subclasses provide `_transaction`."""
 
-    #: Appended to the account-lock SELECT; PostgreSQL needs " FOR UPDATE", SQLite locks the file.
+    #: Appended to the account-lock SELECT; PostgreSQL needs " FOR UPDATE", SQLite locks the file
+    #: (BEGIN IMMEDIATE serialises every writer).
     lock_suffix = ""
     integrity_errors: tuple[type[BaseException], ...] = ()
 
@@ -109,15 +111,27 @@ class SqlStore(SnapshotRules, PackRules, ABC):
         self._listeners.append(listener)
 
     @contextmanager
-    def _account_change(self, account_id: int) -> Iterator[JournalWriter]:
+    def _locked(self, account_id: int) -> Iterator[Tx]:
+        """A write transaction holding the account's row lock: writers of one account (in any
+        process) run one after another, so read-then-write rules never race."""
         with self._transaction(write=True) as tx:
-            row = tx.one("SELECT cursor FROM accounts WHERE id = ?" + self.lock_suffix, (account_id,))
-            if row is None:
+            if tx.one("SELECT id FROM accounts WHERE id = ?" + self.lock_suffix, (account_id,)) is None:
                 raise not_found("account")
-            journal = JournalWriter(tx, account_id, row[0])
+            yield tx
+
+    def _announce(self, tx: Tx, account_id: int, cursor: int) -> None:
+        """Inside a commit that moved `account_id`'s cursor: engines shared between processes
+        tell the other processes here (PostgreSQL: NOTIFY, sent when the commit lands)."""
+
+    @contextmanager
+    def _account_change(self, account_id: int) -> Iterator[JournalWriter]:
+        with self._locked(account_id) as tx:
+            journal = JournalWriter(tx, account_id, tx.one(
+                "SELECT cursor FROM accounts WHERE id = ?", (account_id,))[0])
             yield journal
             if journal.seq != journal.start:
                 tx.run("UPDATE accounts SET cursor = ? WHERE id = ?", (journal.seq, account_id))
+                self._announce(tx, account_id, journal.seq)
         if journal.seq != journal.start:
             for listener in self._listeners:
                 listener(account_id, journal.seq)
@@ -346,7 +360,7 @@ class SqlStore(SnapshotRules, PackRules, ABC):
         `record_pack`); create-only: known ids are skipped. Returns how many were new."""
         if not chunks:
             return 0
-        with self._transaction(write=True) as tx:
+        with self._locked(account_id) as tx:
             present = BatchApplier.present_chunks(tx, account_id, [c for c, _ in chunks])
             fresh = dict((c, size) for c, size in chunks if c not in present)
             tx.many("INSERT INTO chunks (account_id, id, size, created_at) VALUES (?, ?, ?, ?)",
