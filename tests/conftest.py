@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.helpers_storage import DATABASE_URLS
 from tests.postgres import PostgresCluster, missing_reason
 
 # Tests may use the cheap key-derivation profile; the default profile stays the real one.
@@ -70,6 +71,8 @@ def start_server(data_dir: Path, *extra: str) -> RunningServer:
     port = free_port()
     log_path = data_dir.parent / f"server-{port}.log"
     data_dir.mkdir(parents=True, exist_ok=True)
+    if "--database" in extra:
+        DATABASE_URLS[data_dir] = extra[extra.index("--database") + 1]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "tandem", "serve", "--data", str(data_dir),
