@@ -43,9 +43,12 @@ def _open_postgres(url: str, retention: Retention | None, quota_bytes: int | Non
         raise StoreUnavailable(f"PostgreSQL support is not installed ({exc.name} missing):"
                                " pip install 'psycopg[binary]' psycopg-pool") from None
     try:
-        return PostgresStore(url, retention, quota_bytes)
-    except psycopg.ProgrammingError as exc:
+        _ = urlparse(url).port  # a port that is no number
+        psycopg.conninfo.conninfo_to_dict(url)
+    except (ValueError, psycopg.ProgrammingError) as exc:
         raise UnsupportedStoreURL(f"bad database URL: {_one_line(exc)}") from None
+    try:
+        return PostgresStore(url, retention, quota_bytes)
     except (psycopg.Error, RuntimeError) as exc:
         raise StoreUnavailable(f"cannot use the database: {_one_line(exc)}") from None
 
