@@ -1,6 +1,7 @@
 """Several server processes on one database: the journal stays gap-free under concurrent
-commits, a commit through one `tandem serve` wakes long-polls held by another, and a database
-that cannot be used stops `tandem serve` with one clear line."""
+commits, a commit through one `tandem serve` wakes long-polls held by another, uploads and
+collection exclude each other across processes, and a database that cannot be used stops
+`tandem serve` with one clear line."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import statistics
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -124,3 +126,38 @@ def test_serve_refuses_an_unusable_database_in_one_line(tmp_path: Path, database
     assert result.returncode == 1
     assert says in result.stderr and "Traceback" not in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_uploads_and_collection_exclude_each_other_across_processes(pg_cluster: PostgresCluster) -> None:
+    """Two stores on one database (two processes' sessions): a collection in one holds off an
+    upload in the other until it ends; uploads share."""
+    url = pg_cluster.new_database()
+    one, two = open_store(url), open_store(url)
+    try:
+        account = new_account(one)
+        collecting, release, uploaded = threading.Event(), threading.Event(), threading.Event()
+
+        def collect() -> None:
+            with one.account_exclusion(account, True):
+                collecting.set()
+                release.wait(10)
+
+        def upload() -> None:
+            with two.account_exclusion(account, False):
+                uploaded.set()
+
+        collector = threading.Thread(target=collect)
+        collector.start()
+        assert collecting.wait(10)
+        uploader = threading.Thread(target=upload)
+        uploader.start()
+        assert not uploaded.wait(0.5), "an upload ran while another process was collecting"
+        release.set()
+        assert uploaded.wait(10)
+        collector.join(timeout=10)
+        uploader.join(timeout=10)
+        with one.account_exclusion(account, False), two.account_exclusion(account, False):
+            pass
+    finally:
+        one.close()
+        two.close()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 from tandem.core.wire import ROOT_ID
@@ -118,6 +118,11 @@ class SqlStore(SnapshotRules, PackRules, ABC):
             if tx.one("SELECT id FROM accounts WHERE id = ?" + self.lock_suffix, (account_id,)) is None:
                 raise not_found("account")
             yield tx
+
+    def account_exclusion(self, account_id: int, exclusive: bool) -> AbstractContextManager[None]:
+        """Uploads (shared) and garbage collection (exclusive) of one account, excluded across
+        the processes sharing this database; SQLite serves one process: nothing to do."""
+        return nullcontext()
 
     def _announce(self, tx: Tx, account_id: int, cursor: int) -> None:
         """Inside a commit that moved `account_id`'s cursor: engines shared between processes
