@@ -18,7 +18,8 @@ class StoreUnavailable(RuntimeError):
 
 
 def open_store(url: str, retention: Retention | None = None,
-               quota_bytes: int | None = None) -> SqlStore:
+               quota_bytes: int | None = None, create: bool = True) -> SqlStore:
+    """Open (with `create`, make) the store at `url`, its schema migrated to this version."""
     parsed = urlparse(url)
     if parsed.scheme == "sqlite":
         from tandem.server.store.sqlite import SqliteStore
@@ -26,6 +27,8 @@ def open_store(url: str, retention: Retention | None = None,
         path = url[len("sqlite:///"):]  # sqlite:///rel or sqlite:////abs
         if not path.strip("/"):
             raise UnsupportedStoreURL("a sqlite URL needs a file path: sqlite:////abs/path/meta.db")
+        if not create and not Path(path).is_file():
+            raise StoreUnavailable(f"no database at {path}")
         return SqliteStore(Path(path), retention, quota_bytes)
     if parsed.scheme in ("postgresql", "postgres"):
         return _open_postgres(url, retention, quota_bytes)

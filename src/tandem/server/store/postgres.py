@@ -77,6 +77,10 @@ class PostgresStore(SqlStore):
             finally:
                 connection.execute(f"SELECT pg_advisory_unlock{kind}(%s)", (-account_id,))
 
+    def _after_import(self, tx: Tx) -> None:
+        tx.one("SELECT setval(pg_get_serial_sequence('accounts', 'id'), MAX(id)) FROM accounts"
+               " HAVING MAX(id) IS NOT NULL")
+
     def _announce(self, tx: Tx, account_id: int, cursor: int) -> None:
         tx.run("SELECT pg_notify(?, ?)", (CHANNEL, f"{account_id}:{cursor}:{self._origin}"))
 

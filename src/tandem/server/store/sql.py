@@ -61,6 +61,18 @@ class Tx:
     def run(self, sql: str, params: Sequence[Any] = ()) -> int:
         return int(self._connection.execute(self._sql(sql), params).rowcount)
 
+    def stream(self, sql: str, params: Sequence[Any] = (), size: int = 1000) -> Iterator[Any]:
+        """The rows of a query, fetched `size` at a time (for tables too big to hold)."""
+        cursor = self._connection.cursor()
+        cursor.execute(self._sql(sql), params)
+        while rows := cursor.fetchmany(size):
+            yield from rows
+
+    def columns(self, table: str) -> list[str]:
+        cursor = self._connection.cursor()
+        cursor.execute(f"SELECT * FROM {table} WHERE 1 = 0")
+        return [column[0] for column in cursor.description]
+
     def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         if rows:
             self._connection.cursor().executemany(self._sql(sql), rows)
@@ -123,6 +135,10 @@ class SqlStore(SnapshotRules, PackRules, ABC):
         """Uploads (shared) and garbage collection (exclusive) of one account, excluded across
         the processes sharing this database; SQLite serves one process: nothing to do."""
         return nullcontext()
+
+    def _after_import(self, tx: Tx) -> None:
+        """After rows were copied in with their ids (`copy.copy_store`): engines whose ids come
+        from a sequence move it past them."""
 
     def _announce(self, tx: Tx, account_id: int, cursor: int) -> None:
         """Inside a commit that moved `account_id`'s cursor: engines shared between processes
