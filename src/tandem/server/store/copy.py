@@ -13,7 +13,8 @@ import hashlib
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from tandem.server.store.sql import SqlStore, Tx
+from tandem.server.store.sql import SqlStore
+from tandem.server.store.tx import Tx
 
 #: Every table of the schema, parents before children.
 TABLES = ("accounts", "devices", "nodes", "versions", "chunks", "packs", "snapshots")

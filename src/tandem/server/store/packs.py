@@ -18,7 +18,7 @@ from tandem.server.store.base import ChunkLocation, PackedChunk
 from tandem.server.store.batch import _IN_GROUP, BatchApplier
 
 if TYPE_CHECKING:
-    from tandem.server.store.sql import Tx
+    from tandem.server.store.tx import Tx
 
 
 def _groups(values: list[str]) -> list[list[str]]:

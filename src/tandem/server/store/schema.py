@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from tandem.server.store.sql import Tx
+    from tandem.server.store.tx import Tx
 
 
 def migrate(tx: Tx, blob: str, serial: str) -> int:

@@ -18,7 +18,7 @@ from tandem.server.store.base import Snapshot, StoreError, not_found
 from tandem.server.store.batch import BatchApplier, manifest_from_json
 
 if TYPE_CHECKING:
-    from tandem.server.store.sql import Tx
+    from tandem.server.store.tx import Tx
 
 _COLUMNS = "id, backup_id, device_id, taken_at_ns, created_at, size, files, document"
 #: How many missing ids a refusal lists (the client uploads them and retries).

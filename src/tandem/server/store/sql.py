@@ -28,6 +28,7 @@ from tandem.server.store.base import (
 from tandem.server.store.batch import BatchApplier, manifest_from_json
 from tandem.server.store.packs import PackRules, empty_packs
 from tandem.server.store.snapshots import SnapshotRules, referenced_chunks
+from tandem.server.store.tx import JournalWriter, Tx
 
 DAY = 86400
 _NODE_COLUMNS = (
@@ -40,56 +41,6 @@ _NODE_FROM = (
 )
 #: Tombstones of purged nodes are kept this long so clients with old cursors still see deletes.
 TOMBSTONE_DAYS = 90
-
-
-class Tx:
-    """One transaction on one connection, with `?` placeholders whatever the engine."""
-
-    def __init__(self, connection: Any, placeholder: str = "?") -> None:
-        self._connection = connection
-        self._placeholder = placeholder
-
-    def _sql(self, sql: str) -> str:
-        return sql if self._placeholder == "?" else sql.replace("?", self._placeholder)
-
-    def all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        return list(self._connection.execute(self._sql(sql), params).fetchall())
-
-    def one(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        return self._connection.execute(self._sql(sql), params).fetchone()
-
-    def run(self, sql: str, params: Sequence[Any] = ()) -> int:
-        return int(self._connection.execute(self._sql(sql), params).rowcount)
-
-    def stream(self, sql: str, params: Sequence[Any] = (), size: int = 1000) -> Iterator[Any]:
-        """The rows of a query, fetched `size` at a time (for tables too big to hold)."""
-        cursor = self._connection.cursor()
-        cursor.execute(self._sql(sql), params)
-        while rows := cursor.fetchmany(size):
-            yield from rows
-
-    def columns(self, table: str) -> list[str]:
-        cursor = self._connection.cursor()
-        cursor.execute(f"SELECT * FROM {table} WHERE 1 = 0")
-        return [column[0] for column in cursor.description]
-
-    def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        if rows:
-            self._connection.cursor().executemany(self._sql(sql), rows)
-
-
-class JournalWriter:
-    """Hands out this account's next journal sequence numbers inside one commit."""
-
-    def __init__(self, tx: Tx, account_id: int, cursor: int) -> None:
-        self.tx = tx
-        self.account_id = account_id
-        self.start = cursor
-        self.seq = cursor
-
-    def next(self) -> int:
-        self.seq += 1
-        return self.seq
 
 
 def node_from_row(row: Sequence[Any]) -> Node:

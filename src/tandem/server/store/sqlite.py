@@ -10,7 +10,8 @@ from pathlib import Path
 
 from tandem.server.store.base import Retention
 from tandem.server.store.schema import migrate
-from tandem.server.store.sql import SqlStore, Tx
+from tandem.server.store.sql import SqlStore
+from tandem.server.store.tx import Tx
 
 
 class SqliteStore(SqlStore):
