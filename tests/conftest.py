@@ -1,4 +1,5 @@
-"""Shared fixtures: a real `tandem serve` subprocess on 127.0.0.1 and a free port.
+"""Shared fixtures: a real `tandem serve` subprocess on 127.0.0.1 and a free port, and a real
+PostgreSQL server (one per session, a database per user) for the tests run on both backends.
 
 Every process a test starts is stopped by that test (by PID), even when it fails.
 """
@@ -17,6 +18,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.helpers_storage import DATABASE_URLS
+from tests.postgres import PostgresCluster, missing_reason
+
 # Tests may use the cheap key-derivation profile; the default profile stays the real one.
 os.environ.setdefault("TANDEM_INSECURE_FAST_KDF", "1")
 
@@ -25,6 +29,31 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+#: The metadata-store backends the shared suites run on.
+BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PostgresCluster]:
+    reason = missing_reason()
+    if reason:
+        pytest.skip(reason)
+    cluster = PostgresCluster(free_port())
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def backend_args(request: pytest.FixtureRequest, backend: str) -> list[str]:
+    """`tandem serve` arguments for a backend: nothing for SQLite (the default in --data), a
+    fresh database of the session's PostgreSQL server otherwise."""
+    if backend == "sqlite":
+        return []
+    cluster: PostgresCluster = request.getfixturevalue("pg_cluster")
+    return ["--database", cluster.new_database()]
 
 
 @dataclass
@@ -42,6 +71,8 @@ def start_server(data_dir: Path, *extra: str) -> RunningServer:
     port = free_port()
     log_path = data_dir.parent / f"server-{port}.log"
     data_dir.mkdir(parents=True, exist_ok=True)
+    if "--database" in extra:
+        DATABASE_URLS[data_dir] = extra[extra.index("--database") + 1]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "tandem", "serve", "--data", str(data_dir),

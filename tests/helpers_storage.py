@@ -1,6 +1,7 @@
-"""Look inside a server's data folder the way its code does: chunk records in `meta.db`, their
-bytes in blob files (a pack of many chunks, or, for chunks recorded before packs, a file of
-their own). Tests use these to check what is really on disk, not only what the API answers.
+"""Look inside a server's data folder the way its code does: chunk records in `meta.db` (or the
+PostgreSQL database it was started with, see `DATABASE_URLS`), their bytes in blob files (a
+pack of many chunks, or, for chunks recorded before packs, a file of their own). Tests use
+these to check what is really on disk, not only what the API answers.
 """
 
 from __future__ import annotations
@@ -8,6 +9,11 @@ from __future__ import annotations
 import sqlite3
 from contextlib import closing
 from pathlib import Path
+
+import psycopg
+
+#: The metadata database of a server started with --database, by its data folder.
+DATABASE_URLS: dict[Path, str] = {}
 
 
 def blob_files(data_dir: Path) -> set[Path]:
@@ -22,6 +28,10 @@ def blob_path(data_dir: Path, key: str) -> Path:
 
 
 def _rows(data_dir: Path, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    url = DATABASE_URLS.get(data_dir)
+    if url is not None:
+        with psycopg.connect(url, connect_timeout=10) as connection:
+            return list(connection.execute(sql.replace("?", "%s"), params).fetchall())
     with closing(sqlite3.connect(data_dir / "meta.db", timeout=30)) as db:
         return list(db.execute(sql, params).fetchall())
 

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from tandem.core.crypto import DEFAULT_KDF, TEST_KDF, b64decode, derive_login_keys, unwrap_key
-from tests.conftest import RunningServer
+from tests.conftest import BACKENDS, RunningServer, backend_args
 from tests.helpers_api import (
     TIMEOUT,
     error_code,
@@ -21,9 +21,10 @@ from tests.helpers_api import (
 )
 
 
-@pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    with serving(tmp_path_factory) as running:
+@pytest.fixture(scope="module", params=BACKENDS)
+def srv(request: pytest.FixtureRequest,
+        tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    with serving(tmp_path_factory, *backend_args(request, request.param)) as running:
         yield running
 
 

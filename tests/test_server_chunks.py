@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from tandem.core.wire import decode_download_frames, encode_upload_frame
-from tests.conftest import RunningServer
+from tests.conftest import BACKENDS, RunningServer, backend_args
 from tests.helpers_api import (
     Account,
     content_hash,
@@ -22,9 +22,10 @@ from tests.helpers_api import (
 from tests.helpers_storage import blob_files, chunk_blob, stored_bytes
 
 
-@pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    with serving(tmp_path_factory) as running:
+@pytest.fixture(scope="module", params=BACKENDS)
+def srv(request: pytest.FixtureRequest,
+        tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    with serving(tmp_path_factory, *backend_args(request, request.param)) as running:
         yield running
 
 

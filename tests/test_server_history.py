@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from tandem.core.wire import ROOT_ID
-from tests.conftest import RunningServer
+from tests.conftest import BACKENDS, RunningServer, backend_args
 from tests.helpers_api import (
     Account,
     batch,
@@ -28,9 +28,10 @@ from tests.helpers_api import (
 from tests.helpers_storage import blob_exists, chunk_blob
 
 
-@pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    with serving(tmp_path_factory) as running:
+@pytest.fixture(scope="module", params=BACKENDS)
+def srv(request: pytest.FixtureRequest,
+        tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    with serving(tmp_path_factory, *backend_args(request, request.param)) as running:
         yield running
 
 

@@ -23,7 +23,7 @@ from tandem.core.wire import (
     MAX_NAME_CIPHERTEXT,
     ROOT_ID,
 )
-from tests.conftest import RunningServer
+from tests.conftest import BACKENDS, RunningServer, backend_args
 from tests.helpers_api import (
     TIMEOUT,
     Account,
@@ -72,9 +72,10 @@ class Ctx:
                                          "\r\n\r\n".encode())
 
 
-@pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    with serving(tmp_path_factory) as running:
+@pytest.fixture(scope="module", params=BACKENDS)
+def srv(request: pytest.FixtureRequest,
+        tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    with serving(tmp_path_factory, *backend_args(request, request.param)) as running:
         yield running
 
 

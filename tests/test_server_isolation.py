@@ -19,7 +19,7 @@ import pytest
 
 from tandem.core.crypto import AccountKeys, new_master_key
 from tandem.core.wire import ROOT_ID
-from tests.conftest import RunningServer
+from tests.conftest import BACKENDS, RunningServer, backend_args
 from tests.helpers_api import (
     Account,
     batch,
@@ -58,9 +58,10 @@ class Owned:
     snapshot_id: str
 
 
-@pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    with serving(tmp_path_factory) as running:
+@pytest.fixture(scope="module", params=BACKENDS)
+def srv(request: pytest.FixtureRequest,
+        tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    with serving(tmp_path_factory, *backend_args(request, request.param)) as running:
         yield running
 
 

@@ -9,16 +9,17 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import RunningServer
+from tests.conftest import BACKENDS, RunningServer, backend_args
 from tests.helpers_api import Account, cursor, fresh_email, login, make_account, mkdir, serving
 
 #: A generous bound that only catches a poll that did not wake (it would take the full wait).
 WAKE_BOUND = 2.0
 
 
-@pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    with serving(tmp_path_factory) as running:
+@pytest.fixture(scope="module", params=BACKENDS)
+def srv(request: pytest.FixtureRequest,
+        tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    with serving(tmp_path_factory, *backend_args(request, request.param)) as running:
         yield running
 
 

@@ -22,7 +22,7 @@ from tandem.server.deps import Services
 from tandem.server.packs import collect_account, pack_key, read_chunk, store_pack
 from tandem.server.store.base import ChunkLocation, Retention
 from tandem.server.store.schema import MIGRATIONS
-from tests.conftest import RunningServer, start_server, stop_server
+from tests.conftest import BACKENDS, RunningServer, backend_args, start_server, stop_server
 from tests.helpers_api import (
     Account,
     authed_client,
@@ -40,9 +40,10 @@ from tests.helpers_storage import blob_files, chunk_blob, stored_bytes
 KIB = 1024
 
 
-@pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    with serving(tmp_path_factory) as running:
+@pytest.fixture(scope="module", params=BACKENDS)
+def srv(request: pytest.FixtureRequest,
+        tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    with serving(tmp_path_factory, *backend_args(request, request.param)) as running:
         yield running
 
 

@@ -16,6 +16,7 @@ from tandem.client.memory import pin_mmap_threshold
 #: command name -> (module under tandem.cli, attribute), in the order `--help` lists them
 COMMANDS = {
     "serve": ("serve", "serve"),
+    "migrate": ("migrate", "migrate"),
     "signup": ("account", "signup"),
     "login": ("account", "login"),
     "logout": ("account", "logout"),

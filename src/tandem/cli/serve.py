@@ -18,7 +18,8 @@ from tandem.server.store.base import Retention
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--database", "database_url", default=None,
-              help="Metadata store URL (default: sqlite:///DATA/meta.db).")
+              help="Metadata store URL: sqlite:///PATH or postgresql://USER:PASS@HOST:PORT/DB"
+                   " (default: sqlite:///DATA/meta.db).")
 @click.option("--blobs", "blobs_url", default=None,
               help="Blob store URL (default: file:///DATA/blobs).")
 @click.option("--quota", "quota_bytes", type=click.IntRange(min=0), default=None,
@@ -48,14 +49,14 @@ def serve(data_dir: Path, host: str, port: int, database_url: str | None, blobs_
     from tandem.server.app import create_app
     from tandem.server.blobs.open import UnsupportedBlobURL
     from tandem.server.config import ServerConfig
-    from tandem.server.store.open import UnsupportedStoreURL
+    from tandem.server.store.open import StoreUnavailable, UnsupportedStoreURL
 
     config = ServerConfig(data_dir=data_dir, database_url=database_url, blobs_url=blobs_url,
                           quota_bytes=quota_bytes, retention=Retention(chunk_grace_seconds=gc_grace),
                           gc_interval=gc_interval)
     try:
         app = create_app(config)
-    except (UnsupportedStoreURL, UnsupportedBlobURL) as exc:
+    except (UnsupportedStoreURL, UnsupportedBlobURL, StoreUnavailable) as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:
         raise click.ClickException(f"cannot open the server's data: {exc}") from None

@@ -43,7 +43,8 @@ def open_services(config: ServerConfig) -> Services:
     store.add_listener(notifier.publish)
     return Services(
         config=config, store=store, blobs=open_blob_store(config.resolved_blobs_url()),
-        notifier=notifier, server_secret=_server_secret(config.data_dir), locks=AccountLocks(),
+        notifier=notifier, server_secret=_server_secret(config.data_dir),
+        locks=AccountLocks(store.account_exclusion),
     )
 
 

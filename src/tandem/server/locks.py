@@ -4,14 +4,16 @@ An upload writes a blob (a pack), then records it; collection deletes or moves r
 deletes blobs. Were the two to interleave, a chunk could end up recorded with its blob deleted.
 Uploads hold the shared side, collection the exclusive side, so they never overlap for one
 account.
-(One process only; a multi-process server needs the same from its database.)
+Within a process this is a reader/writer lock; across the processes sharing one database the
+store adds its own (`SqlStore.account_exclusion`: PostgreSQL advisory locks; nothing for SQLite,
+which serves one process).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 
 class _ReadWriteLock:
@@ -47,17 +49,23 @@ class _ReadWriteLock:
 
 
 class AccountLocks:
-    def __init__(self) -> None:
+    def __init__(self, across_processes: Callable[[int, bool], AbstractContextManager[None]]
+                 = lambda account_id, exclusive: nullcontext()) -> None:
         self._locks: dict[int, _ReadWriteLock] = {}
         self._guard = threading.Lock()
+        self._across = across_processes
 
     def _lock(self, account_id: int) -> _ReadWriteLock:
         with self._guard:
             return self._locks.setdefault(account_id, _ReadWriteLock())
 
-    def uploading(self, account_id: int) -> AbstractContextManager[None]:
-        return self._lock(account_id).shared()
+    @contextmanager
+    def uploading(self, account_id: int) -> Iterator[None]:
+        with self._lock(account_id).shared(), self._across(account_id, False):
+            yield
 
-    def collecting(self, account_id: int) -> AbstractContextManager[None]:
-        return self._lock(account_id).exclusive()
+    @contextmanager
+    def collecting(self, account_id: int) -> Iterator[None]:
+        with self._lock(account_id).exclusive(), self._across(account_id, True):
+            yield
 

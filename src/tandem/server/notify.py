@@ -2,7 +2,8 @@
 
 Commits happen in worker threads; waiters are asyncio tasks. A waiter subscribes *before* it
 reads the journal, so a commit that lands between the read and the wait still wakes it.
-Behind this small interface a multi-process server can use PostgreSQL LISTEN/NOTIFY instead.
+The store calls `publish` for every commit it hears of: its own and, on PostgreSQL, those of
+the other server processes (LISTEN/NOTIFY, see `store/postgres.py`).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from tandem.core.wire import ROOT_ID
 from tandem.server.store.base import Retention, StoreError, not_found
 
 if TYPE_CHECKING:
-    from tandem.server.store.sql import JournalWriter, Tx
+    from tandem.server.store.tx import JournalWriter, Tx
 
 DAY = 86400
 _IN_GROUP = 500

@@ -18,7 +18,7 @@ from tandem.server.store.base import ChunkLocation, PackedChunk
 from tandem.server.store.batch import _IN_GROUP, BatchApplier
 
 if TYPE_CHECKING:
-    from tandem.server.store.sql import Tx
+    from tandem.server.store.tx import Tx
 
 
 def _groups(values: list[str]) -> list[list[str]]:
@@ -42,6 +42,9 @@ class PackRules:
     @abstractmethod
     def _transaction(self, write: bool) -> AbstractContextManager[Tx]: ...
 
+    @abstractmethod
+    def _locked(self, account_id: int) -> AbstractContextManager[Tx]: ...
+
     def record_pack(self, account_id: int, pack_id: str, pack_size: int,
                     chunks: list[tuple[str, int, int]], now: int) -> int:
         """Record the chunks of a pack just written, `(chunk id, offset, size)` each, and the
@@ -50,7 +53,7 @@ class PackRules:
         recorded either and the caller may delete its blob."""
         if not chunks:
             return 0
-        with self._transaction(write=True) as tx:
+        with self._locked(account_id) as tx:
             present = BatchApplier.present_chunks(tx, account_id, [c for c, _, _ in chunks])
             fresh = {c: (offset, size) for c, offset, size in chunks if c not in present}
             if not fresh:
@@ -107,7 +110,7 @@ class PackRules:
         a chunk not moved: then only the new pack's blob is garbage, never a live chunk."""
         old_packs = sorted({chunk.pack for chunk, _ in moves})
         try:
-            with self._transaction(write=True) as tx:
+            with self._locked(account_id) as tx:
                 tx.run("INSERT INTO packs (account_id, id, size, created_at) VALUES (?, ?, ?, ?)",
                        (account_id, new_pack, new_size, now))
                 for chunk, offset in moves:

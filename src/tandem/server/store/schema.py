@@ -2,8 +2,32 @@
 
 Plain SQL that SQLite and PostgreSQL both accept, except for the few column types an engine
 maps itself (`{blob}`, `{serial}`). A store records the last applied number in
-`schema_version`, so adding a migration is appending to `MIGRATIONS`.
+`schema_version`, so adding a migration is appending to `MIGRATIONS`; `migrate` applies the
+missing ones in the engine's open write transaction (which the engine makes exclusive).
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tandem.server.store.tx import Tx
+
+
+def migrate(tx: Tx, blob: str, serial: str) -> int:
+    """Apply every migration not yet applied; returns the schema version now in force."""
+    tx.run("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    applied = tx.one("SELECT MAX(version) FROM schema_version")[0] or 0
+    if applied > len(MIGRATIONS):
+        raise RuntimeError(f"the database's schema ({applied}) is newer than this server"
+                           f" ({len(MIGRATIONS)}): upgrade Tandem")
+    for number, script in enumerate(MIGRATIONS[applied:], start=applied + 1):
+        for statement in script.format(blob=blob, serial=serial).split(";"):
+            if statement.strip():
+                tx.run(statement)
+        tx.run("INSERT INTO schema_version (version) VALUES (?)", (number,))
+    return len(MIGRATIONS)
+
 
 MIGRATIONS: list[str] = [
     """

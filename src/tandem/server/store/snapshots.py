@@ -18,7 +18,7 @@ from tandem.server.store.base import Snapshot, StoreError, not_found
 from tandem.server.store.batch import BatchApplier, manifest_from_json
 
 if TYPE_CHECKING:
-    from tandem.server.store.sql import Tx
+    from tandem.server.store.tx import Tx
 
 _COLUMNS = "id, backup_id, device_id, taken_at_ns, created_at, size, files, document"
 #: How many missing ids a refusal lists (the client uploads them and retries).
@@ -43,12 +43,15 @@ class SnapshotRules:
     @abstractmethod
     def _transaction(self, write: bool) -> AbstractContextManager[Tx]: ...
 
+    @abstractmethod
+    def _locked(self, account_id: int) -> AbstractContextManager[Tx]: ...
+
     def create_snapshot(self, account_id: int, device_id: str, snapshot: Snapshot,
                         chunk_ids: list[str]) -> Snapshot:
         """Record a snapshot once every chunk it references (its document's included) is
         stored; the same id again (a retried request) answers with the stored snapshot."""
         referenced = list(dict.fromkeys([*chunk_ids, *(c for c, _ in snapshot.document)]))
-        with self._transaction(write=True) as tx:
+        with self._locked(account_id) as tx:
             row = tx.one(f"SELECT {_COLUMNS} FROM snapshots WHERE account_id = ? AND id = ?",
                          (account_id, snapshot.id))
             if row is not None:

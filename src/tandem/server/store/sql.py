@@ -1,6 +1,6 @@
 """The rules of accounts, the tree, history and chunks, written once in portable SQL.
 
-An engine subclass (SQLite now, PostgreSQL later) only supplies connections and transactions.
+An engine subclass (`sqlite`, `postgres`) only supplies connections and transactions.
 Every change to an account's tree happens inside `_account_change`, which serialises commits
 per account (a row lock on the account) and hands out journal sequence numbers, so the cursor
 only grows and a client that read cursor N has seen every change up to N (promise 6).
@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 from tandem.core.wire import ROOT_ID
@@ -28,6 +28,7 @@ from tandem.server.store.base import (
 from tandem.server.store.batch import BatchApplier, manifest_from_json
 from tandem.server.store.packs import PackRules, empty_packs
 from tandem.server.store.snapshots import SnapshotRules, referenced_chunks
+from tandem.server.store.tx import JournalWriter, Tx
 
 DAY = 86400
 _NODE_COLUMNS = (
@@ -42,43 +43,6 @@ _NODE_FROM = (
 TOMBSTONE_DAYS = 90
 
 
-class Tx:
-    """One transaction on one connection, with `?` placeholders whatever the engine."""
-
-    def __init__(self, connection: Any, placeholder: str = "?") -> None:
-        self._connection = connection
-        self._placeholder = placeholder
-
-    def _sql(self, sql: str) -> str:
-        return sql if self._placeholder == "?" else sql.replace("?", self._placeholder)
-
-    def all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        return list(self._connection.execute(self._sql(sql), params).fetchall())
-
-    def one(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        return self._connection.execute(self._sql(sql), params).fetchone()
-
-    def run(self, sql: str, params: Sequence[Any] = ()) -> int:
-        return int(self._connection.execute(self._sql(sql), params).rowcount)
-
-    def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        self._connection.executemany(self._sql(sql), rows)
-
-
-class JournalWriter:
-    """Hands out this account's next journal sequence numbers inside one commit."""
-
-    def __init__(self, tx: Tx, account_id: int, cursor: int) -> None:
-        self.tx = tx
-        self.account_id = account_id
-        self.start = cursor
-        self.seq = cursor
-
-    def next(self) -> int:
-        self.seq += 1
-        return self.seq
-
-
 def node_from_row(row: Sequence[Any]) -> Node:
     return Node(
         id=row[0], parent_id=row[1], name=bytes(row[2]) if row[2] is not None else None,
@@ -91,7 +55,8 @@ def node_from_row(row: Sequence[Any]) -> Node:
 class SqlStore(SnapshotRules, PackRules, ABC):
     """`MetadataStore` over a SQL engine; subclasses provide `_transaction`."""
 
-    #: Appended to the account-lock SELECT; PostgreSQL needs " FOR UPDATE", SQLite locks the file.
+    #: Appended to the account-lock SELECT; PostgreSQL needs " FOR UPDATE", SQLite locks the file
+    #: (BEGIN IMMEDIATE serialises every writer).
     lock_suffix = ""
     integrity_errors: tuple[type[BaseException], ...] = ()
 
@@ -109,15 +74,36 @@ class SqlStore(SnapshotRules, PackRules, ABC):
         self._listeners.append(listener)
 
     @contextmanager
-    def _account_change(self, account_id: int) -> Iterator[JournalWriter]:
+    def _locked(self, account_id: int) -> Iterator[Tx]:
+        """A write transaction holding the account's row lock: writers of one account (in any
+        process) run one after another, so read-then-write rules never race."""
         with self._transaction(write=True) as tx:
-            row = tx.one("SELECT cursor FROM accounts WHERE id = ?" + self.lock_suffix, (account_id,))
-            if row is None:
+            if tx.one("SELECT id FROM accounts WHERE id = ?" + self.lock_suffix, (account_id,)) is None:
                 raise not_found("account")
-            journal = JournalWriter(tx, account_id, row[0])
+            yield tx
+
+    def account_exclusion(self, account_id: int, exclusive: bool) -> AbstractContextManager[None]:
+        """Uploads (shared) and garbage collection (exclusive) of one account, excluded across
+        the processes sharing this database; SQLite serves one process: nothing to do."""
+        return nullcontext()
+
+    def _after_import(self, tx: Tx) -> None:
+        """After rows were copied in with their ids (`copy.copy_store`): engines whose ids come
+        from a sequence move it past them."""
+
+    def _announce(self, tx: Tx, account_id: int, cursor: int) -> None:
+        """Inside a commit that moved `account_id`'s cursor: engines shared between processes
+        tell the other processes here (PostgreSQL: NOTIFY, sent when the commit lands)."""
+
+    @contextmanager
+    def _account_change(self, account_id: int) -> Iterator[JournalWriter]:
+        with self._locked(account_id) as tx:
+            journal = JournalWriter(tx, account_id, tx.one(
+                "SELECT cursor FROM accounts WHERE id = ?", (account_id,))[0])
             yield journal
             if journal.seq != journal.start:
                 tx.run("UPDATE accounts SET cursor = ? WHERE id = ?", (journal.seq, account_id))
+                self._announce(tx, account_id, journal.seq)
         if journal.seq != journal.start:
             for listener in self._listeners:
                 listener(account_id, journal.seq)
@@ -346,7 +332,7 @@ class SqlStore(SnapshotRules, PackRules, ABC):
         `record_pack`); create-only: known ids are skipped. Returns how many were new."""
         if not chunks:
             return 0
-        with self._transaction(write=True) as tx:
+        with self._locked(account_id) as tx:
             present = BatchApplier.present_chunks(tx, account_id, [c for c, _ in chunks])
             fresh = dict((c, size) for c, size in chunks if c not in present)
             tx.many("INSERT INTO chunks (account_id, id, size, created_at) VALUES (?, ?, ?, ?)",

@@ -9,8 +9,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tandem.server.store.base import Retention
-from tandem.server.store.schema import MIGRATIONS
-from tandem.server.store.sql import SqlStore, Tx
+from tandem.server.store.schema import migrate
+from tandem.server.store.sql import SqlStore
+from tandem.server.store.tx import Tx
 
 
 class SqliteStore(SqlStore):
@@ -57,15 +58,7 @@ class SqliteStore(SqlStore):
 
     def _migrate(self) -> None:
         with self._transaction(write=True) as tx:
-            tx.run("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-            row = tx.one("SELECT MAX(version) FROM schema_version")
-            applied = row[0] or 0
-            connection = self._connection()
-            for number, script in enumerate(MIGRATIONS[applied:], start=applied + 1):
-                for statement in script.format(blob="BLOB", serial="INTEGER PRIMARY KEY").split(";"):
-                    if statement.strip():
-                        connection.execute(statement)
-                tx.run("INSERT INTO schema_version (version) VALUES (?)", (number,))
+            migrate(tx, blob="BLOB", serial="INTEGER PRIMARY KEY")
 
     def close(self) -> None:
         with self._all_lock:

@@ -1,7 +1,7 @@
 """The metadata store's contract, through its API directly (no HTTP).
 
-Written once over every implementation: today SQLite; a PostgreSQL store joins by adding an
-entry to STORES, and must then pass the same tests.
+Written once over every implementation: each test runs on SQLite and on a real PostgreSQL
+server (see `tests/postgres.py`; skipped, with the reason, only where its binaries are absent).
 """
 
 from __future__ import annotations
@@ -18,33 +18,38 @@ from tandem.core.wire import ROOT_ID
 from tandem.server.store import StoreError, open_store
 from tandem.server.store.base import Retention
 from tandem.server.store.sql import SqlStore
+from tests.conftest import BACKENDS
+from tests.postgres import PostgresCluster
 
 DAY = 86400
 T0 = 1_800_000_000
 
 
-def open_sqlite(folder: Path, retention: Retention | None, quota: int | None) -> SqlStore:
-    return open_store("sqlite:///" + str(folder / "meta.db"), retention, quota)
-
-
-#: name -> opener(fresh folder, retention, quota). Add PostgreSQL here.
-STORES: dict[str, Callable[[Path, Retention | None, int | None], SqlStore]] = {"sqlite": open_sqlite}
-
 MakeStore = Callable[..., SqlStore]
 
 
-@pytest.fixture(params=list(STORES))
+@pytest.fixture(params=BACKENDS)
 def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakeStore]:
+    """Opens stores on this test's backend; the same `folder` names the same database."""
+    cluster: PostgresCluster | None = (
+        request.getfixturevalue("pg_cluster") if request.param == "postgresql" else None)
     opened: list[SqlStore] = []
+    urls: dict[str, str] = {}
 
     def make(retention: Retention | None = None, quota: int | None = None, folder: str = "db") -> SqlStore:
-        store = STORES[request.param](tmp_path / folder, retention, quota)
+        if folder not in urls:
+            urls[folder] = (cluster.new_database() if cluster is not None
+                            else "sqlite:///" + str(tmp_path / folder / "meta.db"))
+        store = open_store(urls[folder], retention, quota)
         opened.append(store)
         return store
 
     yield make
     for store in opened:
         store.close()
+    if cluster is not None:
+        for url in urls.values():
+            cluster.drop_database(url)
 
 
 @pytest.fixture
