@@ -19,6 +19,7 @@ import tempfile
 import threading
 import time
 import traceback
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -300,7 +301,7 @@ def daemons(*devices: Device) -> Iterator[list[subprocess.Popen[bytes]]]:
         stop_processes(*started, grace=3.0)
 
 
-class Proxy:
+class Proxy(ABC):
     """A TCP proxy on 127.0.0.1 in front of the server: `serve` handles each accepted
     connection (subclasses decide how); every socket and thread is tracked, so `close` stops
     them all."""
@@ -345,8 +346,9 @@ class Proxy:
             except OSError:
                 return
 
+    @abstractmethod
     def serve(self, client: socket.socket) -> None:
-        raise NotImplementedError
+        """Handle one accepted connection (called from the accept thread)."""
 
 
 class HoldingProxy(Proxy):
