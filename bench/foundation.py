@@ -100,10 +100,10 @@ def file_digest(path: Path) -> str:
 
 def child(mode: str, home: str, target: str) -> None:
     from tandem.client import Home, Session, Transfers
-    from tandem.client.memory import pin_mmap_threshold
     from tandem.core.chunking import iter_chunks
+    from tandem.memory import tune_malloc
 
-    pin_mmap_threshold()  # as the `tandem` command does at start
+    tune_malloc()  # as the `tandem` command does at start
 
     session = Session.open(Home(Path(home)))
     result: dict[str, float] = {}

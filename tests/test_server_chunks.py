@@ -117,6 +117,19 @@ def test_reupload_of_present_chunks_stores_nothing(acct: Account, srv: RunningSe
     assert blob_files(srv.data_dir) == files
 
 
+def test_pack_mixing_present_new_and_repeated_chunks_stores_each_new_one_once(
+        acct: Account) -> None:
+    _, body = pack(acct, [b"present already"])
+    assert acct.client.post("/chunks/pack", content=body).json()["stored"] == 1
+    ids, mixed = pack(acct, [b"present already", b"new one", b"new one", b"new two"])
+    assert acct.client.post("/chunks/pack", content=mixed).json() == {
+        "stored": 2, "already_present": 2}
+    fetched = acct.client.post("/chunks/fetch", json={"ids": ids})
+    frames = list(decode_download_frames([fetched.content]))
+    assert [acct.keys.decrypt_chunk(cid, data) for cid, data in frames] == [
+        b"present already", b"new one", b"new one", b"new two"]
+
+
 def test_download_single_chunk_decrypts(acct: Account) -> None:
     plaintext = os.urandom(5000)
     chunk_id, ciphertext = seal(acct.keys, plaintext)

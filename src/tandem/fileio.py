@@ -12,14 +12,13 @@ complete, for two flushes per batch instead of one per file.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import itertools
 import os
 import tempfile
 from pathlib import Path
 
-_libc_name = ctypes.util.find_library("c")
-_libc = ctypes.CDLL(_libc_name, use_errno=True) if _libc_name else None
+#: The C library the interpreter runs on (found without ctypes.util's ldconfig search).
+_libc = ctypes.CDLL(None, use_errno=True)
 #: Unique temp names without mkstemp's random retries (names are per process and counter).
 _temp_numbers = itertools.count()
 

@@ -11,7 +11,7 @@ import importlib
 import click
 
 from tandem import __version__
-from tandem.client.memory import pin_mmap_threshold
+from tandem.memory import tune_malloc
 
 #: command name -> (module under tandem.cli, attribute), in the order `--help` lists them
 COMMANDS = {
@@ -56,5 +56,5 @@ def cli() -> None:
 
 
 def main() -> None:
-    pin_mmap_threshold()
+    tune_malloc()
     cli()

@@ -154,11 +154,12 @@ class Transfers:
         parts: list[bytes] = []
         count = size = 0
         for chunk_id, plaintext in chunks:
-            ciphertext = self.keys.encrypt_chunk(chunk_id, plaintext)
-            parts += (wire.encode_upload_header(chunk_id, blake3.blake3(ciphertext).hexdigest(),
-                                                len(ciphertext)), ciphertext)
+            head, sealed = self.keys.seal_chunk(chunk_id, plaintext)
+            length = len(head) + len(sealed)
+            content_hash = blake3.blake3(head).update(sealed).hexdigest()
+            parts += (wire.encode_upload_header(chunk_id, content_hash, length), head, sealed)
             count += 1
-            size += wire.UPLOAD_HEADER_SIZE + len(ciphertext)
+            size += wire.UPLOAD_HEADER_SIZE + length
         if parts:
             self.api.put_pack(parts)
             self.stats.add_sent(count, size)
@@ -310,7 +311,7 @@ class _UploadBatch:
     def _dispatch(self) -> None:
         if not self.waiting:
             return
-        while len(self.in_flight) > self.transfers.workers:
+        while len(self.in_flight) >= self.transfers.workers:
             self.in_flight.popleft().result()
         self.in_flight.append(self.transfers._pool.submit(self._send_window, self.waiting))
         self.waiting = {}

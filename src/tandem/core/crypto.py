@@ -178,9 +178,15 @@ class AccountKeys:
 
     def encrypt_chunk(self, chunk_id: str, plaintext: bytes | memoryview) -> bytes:
         """AES-256-GCM with a random nonce; the chunk id is bound as associated data."""
+        return b"".join(self.seal_chunk(chunk_id, plaintext))
+
+    def seal_chunk(self, chunk_id: str, plaintext: bytes | memoryview) -> tuple[bytes, bytes]:
+        """`encrypt_chunk` in its two parts, the 13-byte head (format, nonce) and the sealed
+        body (ciphertext, tag), for a sender that can write them one after the other without
+        joining (a copy of every MiB-sized chunk)."""
         nonce = secrets.token_bytes(NONCE_BYTES)
-        sealed = self._content.encrypt(nonce, bytes(plaintext), chunk_id.encode("ascii"))
-        return bytes([CHUNK_FORMAT_V1]) + nonce + sealed
+        sealed = self._content.encrypt(nonce, plaintext, chunk_id.encode("ascii"))
+        return bytes([CHUNK_FORMAT_V1]) + nonce, sealed
 
     def decrypt_chunk(self, chunk_id: str, ciphertext: bytes | memoryview) -> bytes:
         """Decrypt and check that the plaintext really has this chunk id."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import struct
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 from tandem.core.chunking import MAX_CHUNK
 from tandem.core.crypto import CHUNK_OVERHEAD, SIV_OVERHEAD
@@ -63,6 +64,74 @@ def decode_upload_header(header: bytes) -> tuple[str, str, int]:
     if length > MAX_CHUNK_CIPHERTEXT:
         raise FramingError(f"chunk of {length} bytes exceeds the {MAX_CHUNK_CIPHERTEXT}-byte limit")
     return raw_id.hex(), raw_hash.hex(), length
+
+
+@dataclass(frozen=True)
+class UploadFrame:
+    """One complete frame of an upload: where its ciphertext lies in the reader's buffer."""
+
+    chunk_id: str
+    content_hash: str
+    offset: int
+    length: int
+
+
+class UploadFrameReader:
+    """Reads upload frames from a body that arrives in pieces of any size, copying each byte
+    of ciphertext once, from its piece into one buffer of consecutive ciphertexts: that buffer
+    is already the pack the server stores, so a received chunk is never joined or sliced out
+    again (each copy of a large upload costs page faults and memory bandwidth)."""
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+        self.frames: list[UploadFrame] = []
+        self._header = bytearray()
+        self._current: tuple[str, str, int] | None = None
+        self._left = 0
+
+    def feed(self, piece: bytes | bytearray | memoryview) -> None:
+        """Take the next piece of the body; raises FramingError on a bad header."""
+        with memoryview(piece) as view:
+            position, end = 0, len(view)
+            while position < end:
+                if self._current is None:
+                    take = min(UPLOAD_HEADER_SIZE - len(self._header), end - position)
+                    self._header += view[position : position + take]
+                    position += take
+                    if len(self._header) == UPLOAD_HEADER_SIZE:
+                        self._current = decode_upload_header(bytes(self._header))
+                        self._header.clear()
+                        self._left = self._current[2]
+                else:
+                    take = min(self._left, end - position)
+                    self.buffer += view[position : position + take]
+                    position += take
+                    self._left -= take
+                if self._current is not None and self._left == 0:
+                    chunk_id, content_hash, length = self._current
+                    self.frames.append(UploadFrame(chunk_id, content_hash,
+                                                   len(self.buffer) - length, length))
+                    self._current = None
+
+    @property
+    def complete_bytes(self) -> int:
+        """Bytes of ciphertext in complete frames not taken yet."""
+        return self.frames[-1].offset + self.frames[-1].length if self.frames else 0
+
+    def take(self) -> tuple[bytearray, list[UploadFrame]]:
+        """The complete frames so far and the buffer holding their ciphertexts (exactly);
+        the frame being read stays, at the start of a new buffer."""
+        end = self.complete_bytes
+        data, frames = self.buffer, self.frames
+        self.buffer = data[end:]
+        del data[end:]
+        self.frames = []
+        return data, frames
+
+    def finish(self) -> None:
+        """The body has ended: it must not end inside a frame."""
+        if self._header or self._current is not None:
+            raise FramingError("the pack ends in the middle of a frame")
 
 
 def encode_download_frame(chunk_id: str, data: bytes) -> bytes:

@@ -54,16 +54,23 @@ def store_pack(parts: Services, account_id: int, fresh: dict[str, bytes]) -> int
     """Write `fresh` chunks (id -> ciphertext, verified, not stored yet) as one pack, durably,
     then record them. The caller holds the account's upload lock. Returns how many were
     recorded. A failure after the write leaves an unrecorded pack that the next GC deletes."""
-    if not fresh:
-        return 0
-    pack_id = new_pack_id()
     entries, offset = [], 0
     for chunk_id, data in fresh.items():
         entries.append((chunk_id, offset, len(data)))
         offset += len(data)
+    return write_pack(parts, account_id, b"".join(fresh.values()), entries)
+
+
+def write_pack(parts: Services, account_id: int, data: bytes | bytearray,
+               entries: list[tuple[str, int, int]]) -> int:
+    """`store_pack` for ciphertexts already side by side in `data`: (chunk id, offset, length)
+    of each, covering `data` exactly."""
+    if not entries:
+        return 0
+    pack_id = new_pack_id()
     key = pack_key(account_id, pack_id)
-    parts.blobs.put(key, b"".join(fresh.values()))
-    stored = parts.store.record_pack(account_id, pack_id, offset, entries, now())
+    parts.blobs.put(key, data)
+    stored = parts.store.record_pack(account_id, pack_id, len(data), entries, now())
     if stored == 0:
         # Another upload recorded every one of these chunks meanwhile: nothing points here.
         parts.blobs.delete(key)

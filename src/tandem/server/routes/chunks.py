@@ -7,6 +7,7 @@ received and refuses a mismatch, so a truncated or corrupted transfer is never s
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -21,7 +22,7 @@ from tandem.core.crypto import CHUNK_OVERHEAD
 from tandem.server.deps import Services, current_device, services
 from tandem.server.errors import BodyTooLarge
 from tandem.server.models import ChunkId, ChunkIdsRequest, MissingResponse, StoredResponse
-from tandem.server.packs import read_chunk, read_chunks, store_pack
+from tandem.server.packs import read_chunk, read_chunks, store_pack, write_pack
 from tandem.server.store.base import Device, StoreError
 
 router = APIRouter(tags=["chunks"])
@@ -46,16 +47,24 @@ def _verify(chunk_id: str, content_hash: str, data: bytes | bytearray) -> None:
                          chunk_id=chunk_id)
 
 
-def _store(parts: Services, account_id: int, items: list[tuple[str, str, bytes]]) -> int:
-    """Verify (id, hash, ciphertext) items, check the quota, write the new ones durably as
-    one pack, then record them. Runs in a worker thread."""
-    for chunk_id, content_hash, data in items:
-        _verify(chunk_id, content_hash, data)
+def _store(parts: Services, account_id: int, data: bytes | bytearray,
+           frames: list[wire.UploadFrame]) -> int:
+    """Verify the frames (ciphertexts side by side in `data`), check the quota, write the new
+    ones durably as one pack, then record them. Runs in a worker thread."""
+    with memoryview(data) as view:
+        for frame in frames:
+            _verify(frame.chunk_id, frame.content_hash,
+                    view[frame.offset : frame.offset + frame.length])
     with parts.locks.uploading(account_id):
-        lacking = set(parts.store.missing_chunks(account_id, [cid for cid, _, _ in items]))
-        fresh = {cid: data for cid, _, data in items if cid in lacking}
-        parts.store.reserve_space(account_id, sum(len(d) for d in fresh.values()))
-        return store_pack(parts, account_id, fresh)
+        lacking = set(parts.store.missing_chunks(account_id, [f.chunk_id for f in frames]))
+        fresh = {f.chunk_id: f for f in frames if f.chunk_id in lacking}
+        parts.store.reserve_space(account_id, sum(f.length for f in fresh.values()))
+        if len(fresh) == len(frames):  # the usual case: the client sent only what was missing
+            return write_pack(parts, account_id, data,
+                              [(f.chunk_id, f.offset, f.length) for f in frames])
+        with memoryview(data) as view:
+            return store_pack(parts, account_id, {
+                f.chunk_id: bytes(view[f.offset : f.offset + f.length]) for f in fresh.values()})
 
 
 @router.post("/chunks/missing", response_model=MissingResponse)
@@ -80,8 +89,9 @@ async def put_chunk(
         size += len(piece)
         if size > wire.MAX_CHUNK_CIPHERTEXT:
             raise BodyTooLarge(wire.MAX_CHUNK_CIPHERTEXT)
-    item = (chunk_id, x_content_hash, b"".join(pieces))
-    stored = await run_in_threadpool(_store, parts, device.account_id, [item])
+    data = b"".join(pieces)
+    frame = wire.UploadFrame(chunk_id, x_content_hash, 0, len(data))
+    stored = await run_in_threadpool(_store, parts, device.account_id, data, [frame])
     return StoredResponse(stored=stored, already_present=1 - stored)
 
 
@@ -89,39 +99,45 @@ async def put_chunk(
 async def put_pack(request: Request, device: Device = Depends(current_device),
                    parts: Services = Depends(services)) -> StoredResponse:
     """Upload many chunks in one request: frames of (32-byte id, 32-byte BLAKE3 of the
-    ciphertext, 4-byte big-endian length, ciphertext). Frames are stored as they arrive."""
+    ciphertext, 4-byte big-endian length, ciphertext). Frames are stored as they arrive:
+    each 8 MiB as a pack, written by a worker thread while the next ones are received."""
     account_id = device.account_id
-    buffer = bytearray()
-    pending: list[tuple[str, str, bytes]] = []
-    pending_bytes = total = stored = 0
+    reader = wire.UploadFrameReader()
+    storing: asyncio.Future[int] | None = None
+    stored = total = 0
 
     async def flush() -> None:
-        nonlocal pending, pending_bytes, stored
-        if pending:
-            stored += await run_in_threadpool(_store, parts, account_id, pending)
-        pending, pending_bytes = [], 0
+        nonlocal storing, stored, total
+        data, frames = reader.take()
+        if storing is not None:
+            stored += await storing
+            storing = None
+        if frames:
+            total += len(frames)
+            storing = asyncio.ensure_future(
+                run_in_threadpool(_store, parts, account_id, data, frames))
 
-    async for piece in request.stream():
-        buffer += piece
-        while len(buffer) >= wire.UPLOAD_HEADER_SIZE:
+    try:
+        async for piece in request.stream():
             try:
-                chunk_id, content_hash, length = wire.decode_upload_header(
-                    bytes(buffer[: wire.UPLOAD_HEADER_SIZE]))
+                reader.feed(piece)
             except wire.FramingError as exc:
                 raise StoreError(400, "invalid_pack", str(exc)) from None
-            end = wire.UPLOAD_HEADER_SIZE + length
-            if len(buffer) < end:
-                break
-            with memoryview(buffer) as view:  # one copy of the frame, not two
-                pending.append((chunk_id, content_hash, bytes(view[wire.UPLOAD_HEADER_SIZE:end])))
-            pending_bytes += length
-            total += 1
-            del buffer[:end]
-            if pending_bytes >= _PACK_FLUSH_BYTES:  # so a pack is at most 8 MiB + one chunk
+            if reader.complete_bytes >= _PACK_FLUSH_BYTES:  # a pack is at most 8 MiB + a chunk
                 await flush()
-    if buffer:
-        raise StoreError(400, "invalid_pack", "the pack ends in the middle of a frame")
-    await flush()
+        try:
+            reader.finish()
+        except wire.FramingError as exc:
+            raise StoreError(400, "invalid_pack", str(exc)) from None
+        await flush()
+        if storing is not None:
+            stored += await storing
+            storing = None
+    finally:
+        if storing is not None:  # the request failed: let the pack in flight finish first
+            await asyncio.wait([storing])
+            if not storing.cancelled():
+                storing.exception()  # retrieved: the request's own error is the one reported
     return StoredResponse(stored=stored, already_present=total - stored)
 
 
