@@ -122,9 +122,9 @@ class Transfers:
         hears of each file's bytes as they are queued for the senders: the queue is bounded,
         so it runs at most a few windows ahead of the network (a live status, not a receipt).
         `known[i]`, if given, is the manifest a scan just computed for `paths[i]` and the stat
-        it had then: see `_UploadBatch.add_known_file`.
+        it had then: see `UploadBatch.add_known_file`.
         """
-        batch = _UploadBatch(self)
+        batch = UploadBatch(self)
         results: list[UploadResult | ClientError | OSError] = []
         for index, path in enumerate(paths):
             advance = functools.partial(progress, index) if progress is not None else None
@@ -137,10 +137,10 @@ class Transfers:
         batch.finish()
         return results
 
-    def upload_batch(self) -> _UploadBatch:
+    def upload_batch(self) -> UploadBatch:
         """Files handed over one at a time, sharing requests: `add_file` returns a file's
         manifest once read (its chunks go on in the background), `finish` waits for all."""
-        return _UploadBatch(self)
+        return UploadBatch(self)
 
     def upload_file(self, path: Path) -> UploadResult:
         result = self.upload([path])[0]
@@ -226,7 +226,7 @@ def _fetch_groups(manifest: Manifest) -> list[Manifest]:
     return groups
 
 
-class _UploadBatch:
+class UploadBatch:
     """The state of one `Transfers.upload` call: a window of new chunk ids and the bounded
     queue of jobs in flight. Each job asks the server which chunks of its window are missing
     and sends those, so the calling thread only reads, chunks and hashes."""
@@ -237,6 +237,21 @@ class _UploadBatch:
         self.waiting_bytes = 0
         self.known: set[str] = set()
         self.in_flight: deque[Future[None]] = deque()
+        #: A chunk offered ahead of its file failed to go: later offers are dropped.
+        self.offers_failed = False
+
+    def offer(self, chunk_id: str, plaintext: bytes) -> None:
+        """Send a chunk ahead of its file's upload (the sync scan hashing a new or changed
+        large file), so the upload that follows the plan finds it stored and reads nothing
+        again, and sending overlaps reading. Best effort: once a send fails, later offers are
+        dropped, and the file's own upload sends what is missing."""
+        if self.offers_failed or chunk_id in self.known:
+            return
+        self.known.add(chunk_id)
+        try:
+            self._queue(chunk_id, plaintext)
+        except (ClientError, OSError):
+            self.offers_failed = True
 
     def add_file(self, path: Path, advance: Callable[[int], None] | None = None) -> UploadResult:
         manifest: Manifest = []

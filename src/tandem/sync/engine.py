@@ -8,6 +8,7 @@ rescan, and keeps going through a lost connection or a revoked token, saying so 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -22,7 +23,7 @@ from typing import TypeVar
 from tandem.client.account import Session
 from tandem.client.api import ApiError, ClientError
 from tandem.client.home import write_private
-from tandem.client.transfer import Transfers
+from tandem.client.transfer import Transfers, UploadBatch
 from tandem.core.crypto import DecryptionError
 from tandem.sync import ondemand, planner
 from tandem.sync.executor import STATE_FOLDER, Executor
@@ -92,7 +93,10 @@ class Engine:
         self.live = LiveStatus()
         self.executor = Executor(root, state, self.mirror, self.transfers,
                                  session.device.device_name, live=self.live)
-        self.hasher = make_hasher(session.keys, self.executor.recent_manifests.remember)
+        #: Chunks of large files a pass's scan sends while it reads them (`_scan`).
+        self._early_upload: UploadBatch | None = None
+        self.hasher = make_hasher(session.keys, self.executor.recent_manifests.remember,
+                                  self._offer_chunk)
         #: Held by a pass, and by a free or offline, so they never run at the same time.
         self.busy = threading.RLock()
         self._rules_cache: IgnoreRules | None = None
@@ -168,7 +172,7 @@ class Engine:
             # Local first: with the server unreachable, the scan still records what waits.
             previous = self.state.local_tree()
             self.live.set_activity("scanning")
-            scanned = scan(self.root, previous, self.hasher, self.rules(), scan_only)
+            scanned = self._scan(previous, scan_only)
             scan_problems = _rescanned(scan_problems, scan_only, scanned.problems)
             self.state.save_local(previous, scanned.tree)
             self.mirror.refresh()
@@ -217,6 +221,26 @@ class Engine:
         if self.state.get("mass_delete"):
             self.state.put("mass_delete", "")
         return report
+
+    def _scan(self, previous: LocalTree, subtrees: list[str] | None) -> ScanResult:
+        """A pass's scan, which also sends the chunks of the large files it hashes (new or
+        changed content, most likely uploaded next), so sending overlaps reading and the
+        upload reads nothing again. Not while the server is known to be unreachable: a
+        scan then only records what waits."""
+        connection = self.state.get("connection")
+        if connection is None or connection == "connected":
+            self._early_upload = self.transfers.upload_batch()
+        try:
+            return scan(self.root, previous, self.hasher, self.rules(), subtrees)
+        finally:
+            early, self._early_upload = self._early_upload, None
+            if early is not None:
+                with contextlib.suppress(ClientError, OSError):
+                    early.finish()  # what failed is sent by the file's upload
+
+    def _offer_chunk(self, chunk_id: str, chunk: bytes) -> None:
+        if self._early_upload is not None:
+            self._early_upload.offer(chunk_id, chunk)
 
     def _read_placeholders(self, scanned: ScanResult,
                            synced: SyncedTree) -> tuple[LocalTree, list[str] | None]:

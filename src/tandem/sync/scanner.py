@@ -90,10 +90,12 @@ def scan(
 
 
 def make_hasher(keys: AccountKeys,
-                remember: Callable[[str, list[tuple[str, int]]], None] | None = None) -> Hasher:
+                remember: Callable[[str, list[tuple[str, int]]], None] | None = None,
+                offer: Callable[[str, bytes], None] | None = None) -> Hasher:
     """The account's content id of a file, streamed in chunks as an upload would cut it.
     `remember(content id, manifest)` hears of every file of several chunks, so an upload
-    right after the scan need not read and cut the file again."""
+    right after the scan need not read and cut the file again; `offer(chunk id, chunk)`
+    hears of each of their chunks as it is read, to send it ahead."""
 
     def hasher(path: Path) -> str:
         # O_NOFOLLOW: a file swapped for a symlink after the listing must not be followed
@@ -104,6 +106,7 @@ def make_hasher(keys: AccountKeys,
             if not stat.S_ISREG(info.st_mode):
                 raise FileChangedWhileReading(f"{path} is no longer a regular file")
             manifest = []
+            send = None
             if info.st_size < MIN_CHUNK:
                 # Below the chunker's minimum a file is one chunk: skip the chunker's set-up.
                 data = handle.read(MIN_CHUNK)
@@ -112,8 +115,11 @@ def make_hasher(keys: AccountKeys,
                 chunks: Iterable[bytes] = [data] if data else []
             else:
                 chunks = iter_chunks(handle)
+                send = offer
             for chunk in chunks:
                 manifest.append((keys.chunk_id(chunk), len(chunk)))
+                if send is not None:
+                    send(manifest[-1][0], chunk)
         content = content_id(manifest)
         if remember is not None and len(manifest) > 1:
             remember(content, manifest)

@@ -1,0 +1,81 @@
+"""A pass's scan sends the chunks of the large files it hashes, so the upload that follows
+reads nothing again: a new large file is read once and sent once."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tandem.client import Home, Session, account
+from tandem.client.api import ApiClient, Backoff
+from tandem.core.chunking import MAX_CHUNK
+from tandem.sync.engine import Engine
+from tandem.sync.state import StateDB
+
+
+def _bytes_read() -> int:
+    """Bytes this process has read through read(2) and friends so far (files and sockets)."""
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("rchar:"):
+            return int(line.split()[1])
+    raise AssertionError("no rchar in /proc/self/io")
+
+
+@pytest.fixture
+def engine(server, tmp_path: Path) -> Iterator[Engine]:  # type: ignore[no-untyped-def]
+    session, _ = account.signup(Home(tmp_path / "home"), server.url, "e@example.org", "pw")
+    state = StateDB(tmp_path / "home" / "state.db")
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    running = Engine(session, folder, state)
+    try:
+        yield running
+    finally:
+        running.close()
+        state.close()
+        session.close()
+
+
+def test_a_new_large_file_is_read_once_and_its_chunks_sent_once(engine: Engine) -> None:
+    size = 3 * MAX_CHUNK + 12345
+    (engine.root / "big.bin").write_bytes(random.Random(1).randbytes(size))
+    before = _bytes_read()
+    report = engine.sync_once()
+    read = _bytes_read() - before
+    assert report.done == 1 and not report.problems
+    # The scan's read is the only one (the rest is the server's small JSON answers).
+    assert size <= read < size + size // 4
+    assert size <= engine.transfers.stats.bytes_sent < size + size // 100
+
+
+def test_chunks_the_scan_sends_are_on_the_server_before_the_plan(engine: Engine) -> None:
+    data = random.Random(2).randbytes(2 * MAX_CHUNK)
+    (engine.root / "big.bin").write_bytes(data)
+    scanned = engine._scan(engine.state.local_tree(), None)
+    manifest = engine.executor.recent_manifests.get(scanned.tree["big.bin"].content or "")
+    assert manifest is not None and len(manifest) > 1
+    assert engine.session.api.missing_chunks([chunk_id for chunk_id, _ in manifest]) == []
+
+
+def test_a_scan_with_the_server_unreachable_still_records_the_file(engine: Engine,
+                                                                   tmp_path: Path) -> None:
+    """Sending ahead is best effort: a server that does not answer costs the scan nothing
+    but the attempt, and the file waits to be uploaded."""
+    session = engine.session
+    # Nothing listens on port 9; one attempt per request keeps the test short.
+    gone = ApiClient("http://127.0.0.1:9", session.device.token, backoff=Backoff(attempts=1))
+    offline = Engine(Session(session.home, session.device, session.keys, gone),
+                     engine.root, engine.state)
+    try:
+        (engine.root / "big.bin").write_bytes(random.Random(3).randbytes(2 * MAX_CHUNK))
+        scanned = offline._scan(engine.state.local_tree(), None)
+        assert scanned.tree["big.bin"].content is not None
+        assert offline.transfers.stats.bytes_sent == 0
+    finally:
+        offline.close()
+        gone.close()
+    report = engine.sync_once()
+    assert report.done == 1 and not report.problems
