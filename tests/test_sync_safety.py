@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tandem.sync.control import ask
 from tests.conftest import RunningServer, stop_server
 from tests.helpers_api import serving
 from tests.sync_helpers import (
@@ -268,17 +269,28 @@ def test_server_unreachable_fails_cleanly_and_changes_sync_later(server: Running
 
 
 def test_one_sync_process_per_home(shared: RunningServer, tmp_path: Path) -> None:
-    """A running daemon holds the home's lock: `--once` is refused; SIGTERM stops the daemon
+    """A running daemon holds the home's lock: a second daemon is refused, `--once` asks the
+    daemon for a full pass (and is refused for another folder); SIGTERM stops the daemon
     promptly and cleanly, and the lock goes with it."""
-    (a,) = link_devices(shared, tmp_path, 1)
+    a, b = link_devices(shared, tmp_path)
     lock = a.home / "sync.lock"
     with daemons(a) as (daemon,):
         wait_until(lambda: daemon.poll() is not None or (
-            lock.exists() and lock.read_text().strip() == str(daemon.pid)),
-            what="the daemon holding the lock")
+            lock.exists() and lock.read_text().strip() == str(daemon.pid)
+            and ask(a.home, {"op": "status"}) is not None),
+            what="the daemon holding the lock and answering on its socket")
         assert daemon.poll() is None, a.daemon_log()
-        line = one_error_line(a.sync())
-        assert "another `tandem sync` is already running" in line
+        second = a.run("sync", "--folder", str(a.folder), timeout=30)
+        assert second.returncode == 1
+        assert "another `tandem sync` is already running" in one_error_line(second)
+        write(a.folder, "through-the-daemon.txt", "synced by the daemon's pass\n")
+        once = a.synced()  # the daemon's pass: done when it answers
+        assert "Sync done:" in once.stdout
+        b.synced()
+        assert tree_of(b.folder) == {"through-the-daemon.txt": b"synced by the daemon's pass\n"}
+        other = a.run("sync", "--folder", str(tmp_path), "--once")
+        assert other.returncode == 1
+        assert f"the running `tandem sync` syncs {a.folder}" in one_error_line(other)
         assert daemon.poll() is None, a.daemon_log()
 
         time.sleep(0.3)  # past its first pass, into the journal long-poll

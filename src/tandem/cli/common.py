@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import click
 
-from tandem.client.api import ClientError
+from tandem.client.errors import ClientError
 from tandem.client.home import Home
 
 F = TypeVar("F", bound=Callable[..., Any])

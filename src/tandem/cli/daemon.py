@@ -48,6 +48,7 @@ def _start_control(engine: Engine, changed: Callable[[], None]) -> ControlServer
         control.register("free", _on_demand_handler(engine.free, changed))
         control.register("offline", _on_demand_handler(engine.make_offline, changed))
         control.register("repair", repair_handler(engine))
+        control.register("sync", daemon.pass_handler(engine))
         return control
     except ControlError as exc:
         raise click.ClickException(str(exc)) from None

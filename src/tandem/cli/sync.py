@@ -6,19 +6,21 @@ import fcntl
 import os
 import sys
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 
 from tandem.cli.common import friendly_errors, home
-from tandem.client.account import Session
 from tandem.client.home import Home
-from tandem.sync.engine import Engine, MassDeletePaused, PassReport
-from tandem.sync.ignore import IgnoreFileError
-from tandem.sync.scanner import RootUnavailable
+from tandem.sync.control import ask
 from tandem.sync.state import StateDB
 
+if TYPE_CHECKING:
+    from tandem.sync.engine import Engine
+
 DEFAULT_FOLDER = Path("~/Tandem")
+#: A pass through the running daemon may be a long one (an initial sync): it answers when done.
+_DAEMON_TIMEOUT = 24 * 3600.0
 
 
 def acquire_lock(where: Home) -> IO[str]:
@@ -58,27 +60,45 @@ def choose_folder(state: StateDB, folder: Path | None) -> Path:
     return chosen
 
 
-def _summary(report: PassReport, engine: Engine) -> str:
-    stats = engine.transfers.stats
-    parts = [f"{report.done} change{'s' if report.done != 1 else ''} applied",
-             f"{stats.bytes_sent} bytes sent", f"{stats.bytes_received} bytes received"]
-    if report.conflicts:
-        parts.append(f"{len(report.conflicts)} conflict(s) kept as conflicted copies")
-    if report.problems:
-        parts.append(f"{len(report.problems)} problem(s)")
-    return "Sync done: " + ", ".join(parts) + "."
+def _report(done: int, sent: int, received: int, conflicts: list[str],
+            problems: dict[str, str]) -> None:
+    """The pass's summary line, then each problem on stderr (exit 1 if there are any)."""
+    parts = [f"{done} change{'s' if done != 1 else ''} applied", f"{sent} bytes sent",
+             f"{received} bytes received"]
+    if conflicts:
+        parts.append(f"{len(conflicts)} conflict(s) kept as conflicted copies")
+    if problems:
+        parts.append(f"{len(problems)} problem(s)")
+    click.echo("Sync done: " + ", ".join(parts) + ".")
+    for path, problem in sorted(problems.items()):
+        click.echo(f"  {path}: {problem}", err=True)
+    if problems:
+        raise SystemExit(1)
 
 
 @click.command()
 @click.option("--folder", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="The sync folder (remembered; default ~/Tandem).")
-@click.option("--once", is_flag=True, help="One full pass both ways, then exit.")
+@click.option("--once", is_flag=True,
+              help="One full pass both ways, then exit (through the running daemon, if any).")
 @click.option("--allow-mass-delete", is_flag=True,
               help="Let a pass delete more than half of the synced files.")
 @friendly_errors
 def sync(folder: Path | None, once: bool, allow_mass_delete: bool) -> None:
     """Keep a folder identical to the cloud, both ways."""
     where = home()
+    if once:
+        reply = ask(where.path, {"op": "sync", "allow_mass_delete": allow_mass_delete,
+                                 "folder": None if folder is None else os.fspath(
+                                     folder.expanduser().resolve())}, timeout=_DAEMON_TIMEOUT)
+        if reply is not None:  # the running daemon made the pass
+            _report_daemon_pass(reply)
+            return
+    from tandem.client.account import Session
+    from tandem.sync.engine import Engine, MassDeletePaused
+    from tandem.sync.ignore import IgnoreFileError
+    from tandem.sync.scanner import RootUnavailable
+
     session = Session.open(where)
     lock = acquire_lock(where)
     state = open_state(where)
@@ -91,9 +111,7 @@ def sync(folder: Path | None, once: bool, allow_mass_delete: bool) -> None:
             from tandem.cli.daemon import run_forever  # (its watcher, socket and threads)
 
             run_forever(engine, root)
-    except RootUnavailable as exc:
-        raise click.ClickException(str(exc)) from None
-    except (MassDeletePaused, IgnoreFileError) as exc:
+    except (RootUnavailable, MassDeletePaused, IgnoreFileError) as exc:
         raise click.ClickException(str(exc)) from None
     finally:
         engine.close()
@@ -112,8 +130,16 @@ def _run_once(engine: Engine) -> None:
             report = engine.sync_once()
     else:
         report = engine.sync_once()
-    click.echo(_summary(report, engine))
-    for path, problem in sorted(report.problems.items()):
-        click.echo(f"  {path}: {problem}", err=True)
-    if report.problems:
-        raise SystemExit(1)
+    stats = engine.transfers.stats
+    _report(report.done, stats.bytes_sent, stats.bytes_received, report.conflicts,
+            report.problems)
+
+
+def _report_daemon_pass(reply: dict[str, Any]) -> None:
+    """`tandem sync --once` while a daemon runs: it asked the daemon for a full pass (one sync
+    process per TANDEM_HOME), and reports it as its own."""
+    if "error" in reply:
+        raise click.ClickException(str(reply["error"].get("message", reply["error"])))
+    _report(int(reply.get("done", 0)), int(reply.get("bytes_sent", 0)),
+            int(reply.get("bytes_received", 0)), list(reply.get("conflicts", [])),
+            dict(reply.get("problems", {})))

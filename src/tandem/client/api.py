@@ -16,13 +16,10 @@ from typing import Any
 
 import httpx
 
+from tandem.client.errors import ClientError
 from tandem.core import wire
 
 RETRY_STATUSES = {429, 500, 502, 503, 504}
-
-
-class ClientError(Exception):
-    """Base of every error this library raises for the user to read."""
 
 
 class ServerUnreachable(ClientError):

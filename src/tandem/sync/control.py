@@ -5,7 +5,8 @@ private to the user (0600, and the peer's uid is checked). The protocol is one J
 line each way: a request names its `op`; the reply is the handler's dict, or
 `{"error": {"code", "message"}}`. Requests are bounded (64 KiB a line, a timeout on every read,
 a deadline per line, a few clients at a time); a bad request gets an error reply, never a crash.
-Handlers are registered by name (`status`, from `status.py`; `free`, `offline`).
+Handlers are registered by name (`status`, from `status.py`; `free`, `offline`; `repair`, from
+`check_io.py`; `sync`, a full pass for `tandem sync --once`, from `daemon.py`).
 
 `ask()` is the client side: None when no daemon answers, so callers fall back to the state DB.
 """

@@ -13,10 +13,14 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 from tandem.client.api import ClientError
+from tandem.sync.control import Handler, RequestError
 from tandem.sync.engine import Engine, MassDeletePaused
 from tandem.sync.ignore import IGNORE_FILE, IgnoreFileError
+from tandem.sync.scanner import RootUnavailable
 
 FULL_RESCAN_SECONDS = 600.0
 LONG_POLL_SECONDS = 25.0
@@ -102,3 +106,32 @@ def _poll(engine: Engine, stop: threading.Event, changed: threading.Event) -> No
             deadline = time.monotonic() + 5
             while engine.state.cursor == cursor and not stop.is_set() and time.monotonic() < deadline:
                 stop.wait(0.02)
+
+
+def pass_handler(engine: Engine) -> Handler:
+    """`{"op": "sync", "folder": DIR or null, "allow_mass_delete": bool}`: a full pass now, as
+    `tandem sync --once` asks of a running daemon (the one sync process of its TANDEM_HOME),
+    answered when it is done with what it did. It waits for a pass in progress to end; its
+    trees are the daemon's, already in memory, so nothing is loaded again."""
+
+    def handle(request: dict[str, Any]) -> dict[str, Any]:
+        folder = request.get("folder")
+        if folder is not None and (not isinstance(folder, str) or Path(folder) != engine.root):
+            raise RequestError("other_folder", f"the running `tandem sync` syncs {engine.root}:"
+                                               f" stop it to sync {folder}")
+        stats = engine.transfers.stats
+        with engine.busy:
+            sent, received = stats.bytes_sent, stats.bytes_received
+            allowed = engine.allow_mass_delete
+            engine.allow_mass_delete = allowed or request.get("allow_mass_delete") is True
+            try:
+                report = engine.sync_once()
+            except (ClientError, MassDeletePaused, RootUnavailable, IgnoreFileError) as exc:
+                raise RequestError("sync_failed", str(exc)) from None
+            finally:
+                engine.allow_mass_delete = allowed
+            return {"done": report.done, "bytes_sent": stats.bytes_sent - sent,
+                    "bytes_received": stats.bytes_received - received,
+                    "conflicts": report.conflicts, "problems": report.problems}
+
+    return handle

@@ -37,6 +37,7 @@ from tandem.sync.model import (
     SyncedEntry,
     SyncedTree,
     is_within,
+    normalize,
     within_any,
 )
 from tandem.sync.ondemand_io import OnDemandError
@@ -93,10 +94,12 @@ class Engine:
         self.live = LiveStatus()
         self.executor = Executor(root, state, self.mirror, self.transfers,
                                  session.device.device_name, live=self.live)
-        #: Chunks of large files a pass's scan sends while it reads them (`_scan`).
+        #: Chunks of large files a pass's scan sends while it reads them (`_scan`), and
+        #: those files (in flight for `tandem status` meanwhile).
         self._early_upload: UploadBatch | None = None
+        self._early_paths: list[str] = []
         self.hasher = make_hasher(session.keys, self.executor.recent_manifests.remember,
-                                  self._offer_chunk)
+                                  self._early_sink)
         #: Held by a pass, and by a free or offline, so they never run at the same time.
         self.busy = threading.RLock()
         self._rules_cache: IgnoreRules | None = None
@@ -237,10 +240,25 @@ class Engine:
             if early is not None:
                 with contextlib.suppress(ClientError, OSError):
                     early.finish()  # what failed is sent by the file's upload
+            for path in self._early_paths:
+                self.live.finish_transfer(path)
+            self._early_paths.clear()
 
-    def _offer_chunk(self, chunk_id: str, chunk: bytes) -> None:
-        if self._early_upload is not None:
-            self._early_upload.offer(chunk_id, chunk)
+    def _early_sink(self, path: Path, size: int) -> Callable[[str, bytes], None] | None:
+        """Where the scan's hasher sends the chunks of the large file at `path` (see `_scan`);
+        its bytes count as that file's upload in the live status."""
+        batch = self._early_upload
+        if batch is None or not path.is_relative_to(self.root):
+            return None
+        relative = "/".join(normalize(part) for part in path.relative_to(self.root).parts)
+        self.live.start_transfer(relative, size)
+        self._early_paths.append(relative)
+
+        def send(chunk_id: str, chunk: bytes) -> None:
+            batch.offer(chunk_id, chunk)
+            self.live.advance(relative, len(chunk))
+
+        return send
 
     def _read_placeholders(self, scanned: ScanResult,
                            synced: SyncedTree) -> tuple[LocalTree, list[str] | None]:

@@ -89,13 +89,18 @@ def scan(
     return _Scan(root, previous, hasher, rules, now_ns, list_dir).run(subtrees)
 
 
+#: Given a file of several chunks about to be read (its path and size), where its chunks go
+#: as they are read, `(chunk id, chunk)`: sent ahead of the upload. None: nowhere.
+ChunkSink = Callable[[str, bytes], None]
+
+
 def make_hasher(keys: AccountKeys,
                 remember: Callable[[str, list[tuple[str, int]]], None] | None = None,
-                offer: Callable[[str, bytes], None] | None = None) -> Hasher:
+                sink_for: Callable[[Path, int], ChunkSink | None] | None = None) -> Hasher:
     """The account's content id of a file, streamed in chunks as an upload would cut it.
     `remember(content id, manifest)` hears of every file of several chunks, so an upload
-    right after the scan need not read and cut the file again; `offer(chunk id, chunk)`
-    hears of each of their chunks as it is read, to send it ahead."""
+    right after the scan need not read and cut the file again; `sink_for(path, size)` may
+    give each such file a sink that hears of its chunks as they are read."""
 
     def hasher(path: Path) -> str:
         # O_NOFOLLOW: a file swapped for a symlink after the listing must not be followed
@@ -106,7 +111,7 @@ def make_hasher(keys: AccountKeys,
             if not stat.S_ISREG(info.st_mode):
                 raise FileChangedWhileReading(f"{path} is no longer a regular file")
             manifest = []
-            send = None
+            sink = None
             if info.st_size < MIN_CHUNK:
                 # Below the chunker's minimum a file is one chunk: skip the chunker's set-up.
                 data = handle.read(MIN_CHUNK)
@@ -115,11 +120,11 @@ def make_hasher(keys: AccountKeys,
                 chunks: Iterable[bytes] = [data] if data else []
             else:
                 chunks = iter_chunks(handle)
-                send = offer
+                sink = sink_for(path, info.st_size) if sink_for is not None else None
             for chunk in chunks:
                 manifest.append((keys.chunk_id(chunk), len(chunk)))
-                if send is not None:
-                    send(manifest[-1][0], chunk)
+                if sink is not None:
+                    sink(manifest[-1][0], chunk)
         content = content_id(manifest)
         if remember is not None and len(manifest) > 1:
             remember(content, manifest)
