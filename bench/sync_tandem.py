@@ -215,14 +215,13 @@ class TandemDaemonSession(TandemSession):
     """Both clients run `tandem sync` (watcher + long-poll) for the whole session, as a user runs
     them. The clock starts when the daemons are launched (initial sync) or when the harness begins
     the mutation on A (later cases), and stops when every file of A is on B with A's size and
-    mtime (then the harness verifies content by SHA-256)."""
-
-    not_applicable: ClassVar[dict[str, str]] = {
-        "resync_small": "daemons running: the watcher saw no change, nothing is rescanned",
-        "resync_large": "daemons running: the watcher saw no change, nothing is rescanned",
-    }
+    mtime (then the harness verifies content by SHA-256). No-change resync: `tandem sync --once`
+    on A, then on B, each a full pass (scan and plan of everything) that the running daemon
+    makes, as Syncthing's is a scan forced on both sides."""
 
     def sync(self, case: str, expected_files: int, expected_bytes: int) -> Result:
+        if case.startswith("resync"):
+            return self._full_passes(case)
         sent0, wire0 = self._counts()
         if not self.daemons:
             start = time.monotonic()
@@ -240,6 +239,20 @@ class TandemDaemonSession(TandemSession):
             "server": self.server.hwm_mib(),
         }
         return Result(seconds, sent=sent - sent0, wire=wire - wire0, rss=rss)
+
+    def _full_passes(self, case: str) -> Result:
+        for daemon in (self.server, *self.daemons):
+            daemon.reset_hwm()
+        sent0, wire0 = self._counts()
+        runs = [run_measured([self.tandem, "sync", "--folder", str(side), "--once"], env,
+                             self.logs / f"{case}-{label}.log", self.timeout)
+                for env, side, label in zip(self.envs, (self.side_a, self.side_b), "AB", strict=True)]
+        sent, wire = self._counts()
+        self.check_alive()
+        rss = {"A": self.daemons[0].hwm_mib(), "B": self.daemons[1].hwm_mib(),
+               "server": self.server.hwm_mib()}
+        return Result(runs[1].end - runs[0].start, sent=sent - sent0, wire=wire - wire0, rss=rss,
+                      extra={"a_seconds": runs[0].seconds, "b_seconds": runs[1].seconds})
 
     def _wait_until_b_matches_a(self) -> None:
         """Poll B (every 10 ms) until its files equal A's by name, size and mtime: first only the
