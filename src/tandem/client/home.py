@@ -14,7 +14,7 @@ from typing import Any
 
 import platformdirs
 
-from tandem.core.crypto import b64decode, b64encode
+from tandem.core.encoding import b64decode, b64encode
 from tandem.fileio import write_atomically
 
 

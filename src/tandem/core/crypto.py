@@ -21,6 +21,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, AESSIV
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from tandem.core.encoding import b64decode as b64decode  # re-exported: callers use both
+from tandem.core.encoding import b64encode as b64encode
+
 KEY_BYTES = 32
 NONCE_BYTES = 12
 TAG_BYTES = 16
@@ -217,12 +220,3 @@ class AccountKeys:
             return raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise DecryptionError("a name is not valid UTF-8") from exc
-
-
-def b64encode(data: bytes) -> str:
-    """URL-safe base64 without padding: how bytes travel in Tandem's JSON."""
-    return base64.urlsafe_b64encode(data).decode("ascii").rstrip("=")
-
-
-def b64decode(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))

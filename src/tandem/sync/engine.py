@@ -290,13 +290,14 @@ class Engine:
         (what this scan found ignored) is looked up by ancestor. Runs on every path of every
         pass, so the common case (nothing ignored) costs one lookup per path and no copy."""
         rules, cache = self.rules(), self._ignored_cache
+        skip_tops = {path.partition("/")[0] for path in skip}  # (most paths are under none)
 
         def ignored(path: str, entry: T) -> bool:
             key = (path, entry.kind == "folder")
             hit = cache.get(key)
             if hit is None:
                 hit = cache[key] = rules.match(path, key[1]) is not None
-            return hit or bool(skip and within_any(path, skip))
+            return hit or (path.partition("/")[0] in skip_tops and within_any(path, skip))
 
         if not any(ignored(path, entry) for path, entry in tree.items()):
             return tree

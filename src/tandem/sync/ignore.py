@@ -56,7 +56,7 @@ class IgnoreRules:
         self._spec = GitIgnoreSpec([pattern for spec, _ in compiled for pattern in spec.patterns])
         self._reasons = [reason for spec, reason in compiled for _ in spec.patterns]
         # Siblings share their ancestors: a walk asks about the same few folders again and again.
-        self._folder_rule = functools.lru_cache(maxsize=4096)(self._rule_for)
+        self._folder_rule = functools.lru_cache(maxsize=4096)(self._folder_rule_uncached)
         # A pattern with no '/' but a trailing one matches the last name at any depth: when all
         # are so (the defaults, most user files), the answer depends on the name alone, and
         # names repeat across folders.
@@ -96,16 +96,21 @@ class IgnoreRules:
             return "built-in: Tandem's state folder"
         if path == IGNORE_FILE:
             return None
-        ancestors = []
         folder = parent_of(path)
-        while folder:
-            ancestors.append(folder)
-            folder = parent_of(folder)
-        for folder in reversed(ancestors):
-            rule = self._folder_rule(folder + "/")
+        if folder:
+            rule = self._folder_rule(folder)
             if rule is not None:
                 return rule
         return self._rule_for(path + "/" if is_dir else path)
+
+    def _folder_rule_uncached(self, folder: str) -> str | None:
+        """The rule ignoring `folder` or, first, one of its ancestors (outermost first)."""
+        parent = parent_of(folder)
+        if parent:
+            rule = self._folder_rule(parent)
+            if rule is not None:
+                return rule
+        return self._rule_for(folder + "/")
 
     def _rule_for(self, candidate: str) -> str | None:
         if self._by_name is None:
