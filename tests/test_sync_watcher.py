@@ -63,6 +63,7 @@ CASES = [
     Case("over the limit at the top", _many("f{}", 51), 0.2, [""]),
     Case("over the total limit", _many("d{}/f", 501), 0.2, [""]),
     Case("many in one folder is that folder", _many("big/f{}", 600), 0.2, ["big"]),
+
     Case("the root itself", [(0.0, "a"), (0.0, "")], 0.2, [""]),
     Case("an overflow", [(0.0, "a"), (0.05, OVERFLOW)], 0.2, [""]),
     Case("an overflow waits for the debounce too", [(0.0, OVERFLOW)], 0.05, None),
@@ -209,3 +210,19 @@ def test_stop_ends_the_threads_in_bounded_time(root: Path) -> None:
     watcher.stop()
     assert time.monotonic() - start < HANG_BOUND
     assert not any(thread.is_alive() for thread in started)
+
+
+@pytest.mark.parametrize("paths", [
+    [f"t1/d{d}/f{f}" for d in range(20) for f in range(50)],  # 1,000 files touched in 20 folders
+    [f"a/d{d}/e{e}/f" for d in range(30) for e in range(30)],
+    [f"d{d}/f{f}" for d in range(5) for f in range(50) for _ in range(2)] + ["x/y"] * 600,
+], ids=["twenty folders", "deeper", "repeated paths"])
+def test_past_the_total_limit_subtrees_widen_but_stay_below_the_root(paths: list[str]) -> None:
+    """Over `total_limit` dirty paths become their folders, not a full rescan: every dirty
+    path is covered, by at most `total_limit` subtrees, none of them the root."""
+    aggregator = EventAggregator()
+    for path in paths:
+        aggregator.add(path, 0.0)
+    due = aggregator.due(0.2)
+    assert due is not None and "" not in due and len(due) <= aggregator.total_limit
+    assert all(any(p == d or p.startswith(d + "/") for d in due) for p in paths)

@@ -31,7 +31,9 @@ class EventAggregator:
     A batch is due once no event came for `debounce` seconds, or its oldest event is
     `max_delay` old (a file written continuously still gets scanned). More than
     `per_folder_limit` dirty names in one folder become that folder; more than `total_limit`
-    dirty paths, or an overflow, become '' (everything).
+    dirty paths become their folders, level by level, until they are few enough (so a
+    thousand files touched in twenty folders are those folders, not the whole tree); an
+    overflow becomes '' (everything).
     """
 
     def __init__(
@@ -56,11 +58,10 @@ class EventAggregator:
         if self._everything:
             return
         self._paths.add(path)
-        # Memory stays bounded under an event storm: collapse early, and past the limit
-        # the answer is '' anyway.
+        # Memory stays bounded under an event storm: past the limit, fewer, wider subtrees.
         if len(self._paths) > self.total_limit:
-            self._paths = self._collapse(self._paths)
-        if "" in self._paths or len(self._paths) > self.total_limit:
+            self._paths = self._coarsen(self._collapse(self._paths))
+        if "" in self._paths:
             self._overflow()
 
     def overflow(self, now: float) -> None:
@@ -110,6 +111,14 @@ class EventAggregator:
         if "" in paths:
             return {""}
         return {p for p in paths if not _ancestors(p) & paths}
+
+
+    def _coarsen(self, paths: set[str]) -> set[str]:
+        """Each path replaced by its folder, level by level, until at most `total_limit`."""
+        while len(paths) > self.total_limit and "" not in paths:
+            folders = {parent_of(p) for p in paths}
+            paths = {""} if "" in folders else {p for p in folders if not _ancestors(p) & folders}
+        return paths
 
 
 def _ancestors(path: str) -> set[str]:
