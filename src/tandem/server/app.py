@@ -38,11 +38,13 @@ def _server_secret(data_dir: Path) -> bytes:
 
 def open_services(config: ServerConfig) -> Services:
     config.data_dir.mkdir(parents=True, exist_ok=True)
+    # Blobs first: a store that cannot be used stops the start before database pools open.
+    blobs = open_blob_store(config.resolved_blobs_url())
     store = open_store(config.resolved_database_url(), config.retention, config.quota_bytes)
     notifier = LocalNotifier()
     store.add_listener(notifier.publish)
     return Services(
-        config=config, store=store, blobs=open_blob_store(config.resolved_blobs_url()),
+        config=config, store=store, blobs=blobs,
         notifier=notifier, server_secret=_server_secret(config.data_dir),
         locks=AccountLocks(store.account_exclusion),
     )
