@@ -27,6 +27,8 @@ REGION = "us-east-1"
 #: `weed mini` components that listen, each given a free port (HTTP and gRPC).
 _PORTS = ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
           "filer.port.grpc", "s3.port", "s3.port.grpc", "admin.port", "admin.port.grpc")
+#: Its filer may take 10 s to stop gracefully; the tests need none of its data afterwards.
+_STOP_WAIT = 3
 
 
 def find_weed() -> str | None:
@@ -41,15 +43,33 @@ def missing_reason() -> str | None:
     return None
 
 
-def _free_ports(count: int) -> list[int]:
-    """Distinct free ports (held open together so the OS hands out different ones)."""
-    sockets = [socket.socket() for _ in range(count)]
+def _free_ports(names: tuple[str, ...]) -> dict[str, int]:
+    """A distinct free port per name (held open together so the OS hands out different ones).
+    The admin's gRPC port is its HTTP port + 10000, as weed's plugin worker assumes whatever
+    -admin.port.grpc says."""
+    held: list[socket.socket] = []
+    ports: dict[str, int] = {}
     try:
-        for sock in sockets:
+        while len(ports) < len(names):
+            sock = socket.socket()
+            held.append(sock)
             sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in sockets]
+            port = int(sock.getsockname()[1])
+            name = names[len(ports)]
+            if name == "admin.port.grpc":
+                continue
+            if name == "admin.port":
+                twin = socket.socket()
+                held.append(twin)
+                try:
+                    twin.bind(("127.0.0.1", port + 10000))
+                except OSError:
+                    continue  # taken or past 65535: another port
+                ports["admin.port.grpc"] = port + 10000
+            ports[name] = port
+        return {name: ports[name] for name in names}
     finally:
-        for sock in sockets:
+        for sock in held:
             sock.close()
 
 
@@ -59,7 +79,7 @@ class SeaweedS3:
         self.log_path = self.folder / "weed.log"
         # A port taken between our check and weed's bind makes weed exit: try again.
         for _ in range(3):
-            ports = dict(zip(_PORTS, _free_ports(len(_PORTS)), strict=True))
+            ports = _free_ports(_PORTS)
             self.port = ports["s3.port"]
             self.endpoint = f"http://127.0.0.1:{self.port}"
             self._start(ports)
@@ -116,7 +136,7 @@ class SeaweedS3:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
-                self.process.wait(timeout=15)
+                self.process.wait(timeout=_STOP_WAIT)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=10)
