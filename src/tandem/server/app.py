@@ -24,6 +24,7 @@ from tandem.server.notify import LocalNotifier
 from tandem.server.packs import collect_account
 from tandem.server.routes import accounts, backups, chunks, history, tree
 from tandem.server.store import open_store
+from tandem.server.store.base import StoreError
 
 log = logging.getLogger("tandem.server")
 
@@ -56,6 +57,8 @@ async def _collect_periodically(parts: Services, interval: float) -> None:
         for account_id in await run_in_threadpool(parts.store.account_ids):
             try:
                 await run_in_threadpool(collect_account, parts, account_id)
+            except StoreError as exc:  # busy: uploads held the account; the next run collects
+                log.info("garbage collection of account %s skipped: %s", account_id, exc.message)
             except Exception:
                 log.exception("garbage collection failed for account %s", account_id)
 

@@ -39,7 +39,10 @@ def error_response(status: int, code: str, message: str, **detail: object) -> JS
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StoreError)
     async def _store_error(_: Request, exc: StoreError) -> JSONResponse:
-        return error_response(exc.status, exc.code, exc.message, **exc.detail)
+        response = error_response(exc.status, exc.code, exc.message, **exc.detail)
+        if "retry_after" in exc.detail:
+            response.headers["Retry-After"] = str(exc.detail["retry_after"])
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
