@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -30,10 +31,24 @@ log = logging.getLogger("tandem.server")
 
 
 def _server_secret(data_dir: Path) -> bytes:
+    """The data folder's secret, made on first start. Processes sharing the folder (several
+    behind one proxy) must answer alike, so the file appears whole and once: the first to
+    link its temp file wins, the others read that one."""
     path = data_dir / "server.secret"
     if not path.exists():
-        path.write_bytes(secrets.token_bytes(32))
-        path.chmod(0o600)
+        temp = data_dir / f".server.secret.{os.getpid()}"
+        descriptor = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(descriptor, secrets.token_bytes(32))
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+        try:
+            os.link(temp, path)
+        except FileExistsError:
+            pass
+        finally:
+            temp.unlink()
     return path.read_bytes()
 
 
