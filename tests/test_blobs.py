@@ -64,6 +64,15 @@ def test_keys_lists_every_key_and_filters_by_prefix(blobs: BlobStore) -> None:
     assert list(blobs.keys("3/")) == []
 
 
+def test_sizes_lists_every_key_with_its_length(blobs: BlobStore) -> None:
+    """One listing gives lengths too: a copy between stores skips what the target holds."""
+    wanted = {f"4/p/{i:032x}": bytes(i * 100) for i in range(4)} | {"5/" + "e" * 64: b"x"}
+    blobs.put_many(list(wanted.items()))
+    assert dict(blobs.sizes()) == {key: len(data) for key, data in wanted.items()}
+    assert dict(blobs.sizes("4/p/")) == {k: len(d) for k, d in wanted.items() if k.startswith("4/")}
+    assert dict(blobs.sizes("6/")) == {}
+
+
 def test_get_range_reads_exactly_the_bytes_asked(blobs: BlobStore) -> None:
     """A pack's chunk is read by range: exactly those bytes, fewer only past the end."""
     pack = "7/p/" + "0a" * 16

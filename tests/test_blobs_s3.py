@@ -15,6 +15,7 @@ import pytest
 
 from tandem.server.blobs import open_blob_store
 from tandem.server.blobs.open import BlobStoreUnavailable, UnsupportedBlobURL, parse_s3_url
+from tandem.server.blobs.s3 import S3BlobStore
 from tests import seaweed
 from tests.conftest import free_port
 from tests.faults import FaultProxy
@@ -91,5 +92,27 @@ def test_requests_refused_or_lost_on_the_way_are_retried(weed: SeaweedS3) -> Non
         assert list(store.keys("3/")) == []
         faults = {kind: n for kind, n in proxy.injected.items() if kind != "passed"}
         assert sum(faults.values()) >= 10, faults
+    finally:
+        proxy.close()
+
+
+def test_a_store_failing_for_good_raises_one_line_unavailable(weed: SeaweedS3) -> None:
+    """When retries do not cure it (here: every request refused with a 5xx, no retries), each
+    operation raises `BlobStoreUnavailable` with one line (the server answers 503), while a
+    missing key stays a KeyError."""
+    proxy = FaultProxy(weed.endpoint, seed=1, rate=1.0, kinds=("refuse",))
+    try:
+        proxy.enabled = False
+        parsed = urlsplit(weed.url())
+        location = parse_s3_url(parsed._replace(query=f"endpoint={proxy.url}").geturl())
+        store = S3BlobStore(location, retries=0)
+        with pytest.raises(KeyError):
+            store.get("1/" + "a" * 64)
+        proxy.enabled = True
+        for attempt in (lambda: store.get("1/" + "a" * 64), lambda: store.put("1/" + "b" * 64, b"x"),
+                        lambda: list(store.keys("1/")), lambda: store.delete("1/" + "a" * 64)):
+            with pytest.raises(BlobStoreUnavailable) as failed:
+                attempt()
+            assert "\n" not in str(failed.value) and "blob store s3://tandem/" in str(failed.value)
     finally:
         proxy.close()

@@ -56,8 +56,6 @@ def migrate(sources: tuple[str, ...], targets: tuple[str, ...]) -> None:
 
 
 def _migrate_blobs(source_url: str, target_url: str) -> None:
-    from obstore.exceptions import BaseError as ObjectStoreError
-
     from tandem.server.blobs.copy import BlobCopy, BlobCopyError, copy_blobs, verify_blobs
     from tandem.server.blobs.open import BlobStoreUnavailable, UnsupportedBlobURL, open_blob_store
 
@@ -78,7 +76,7 @@ def _migrate_blobs(source_url: str, target_url: str) -> None:
             count, digest = verify_blobs(source, target)
     except (UnsupportedBlobURL, BlobStoreUnavailable, BlobCopyError) as exc:
         raise click.ClickException(str(exc)) from None
-    except (OSError, ObjectStoreError) as exc:
+    except OSError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise click.ClickException(f"blob copy failed (run it again to resume): {first}") from None
     click.echo(f"Copied and verified: {count} blobs ({progress.copied} copied,"

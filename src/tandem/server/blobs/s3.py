@@ -20,13 +20,14 @@ import os
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import obstore
-from obstore.exceptions import AlreadyExistsError, BaseError
+from obstore.exceptions import AlreadyExistsError, BaseError, GenericError
 from obstore.store import S3Store
 
 from tandem.server.blobs.base import KEY_RE, BlobStoreUnavailable, check_key
@@ -35,8 +36,8 @@ from tandem.server.blobs.base import KEY_RE, BlobStoreUnavailable, check_key
 #: small blobs against a local SeaweedFS; more added nothing).
 PUT_WORKERS = 8
 #: A PUT is retried by obstore on 5xx and failed connections; a transport error it does not
-#: retry (a reply lost after the request was sent) is retried here: create-only makes a
-#: replay harmless.
+#: retry (a reply lost after the request was sent: a GenericError) is retried here, since
+#: create-only makes a replay harmless.
 _PUT_ATTEMPTS = 3
 
 
@@ -81,11 +82,22 @@ def _open(location: S3Location, retries: int, retry_seconds: float) -> S3Store:
 
 
 class S3BlobStore:
-    def __init__(self, location: S3Location) -> None:
+    """A failure the retries did not cure raises `BlobStoreUnavailable` with one line (the
+    server answers 503 with Retry-After); a missing key is a KeyError, as everywhere."""
+
+    def __init__(self, location: S3Location, retries: int = 10) -> None:
         self.location = location
-        self._store = _open(location, retries=10, retry_seconds=60)
+        self._store = _open(location, retries=retries, retry_seconds=60)
         self._check_usable()
         self._senders = ThreadPoolExecutor(PUT_WORKERS, thread_name_prefix="tandem-s3-put")
+
+    @contextmanager
+    def _failing_as_unavailable(self) -> Iterator[None]:
+        try:
+            yield
+        except BaseError as exc:
+            raise BlobStoreUnavailable(f"blob store {self.location.describe()}: {_one_line(exc)}"
+                                       ) from exc
 
     def _check_usable(self) -> None:
         """List one key with few retries, so a wrong endpoint, bucket or credentials stops the
@@ -105,12 +117,12 @@ class S3BlobStore:
         path = check_key(key)
         for attempt in range(_PUT_ATTEMPTS):
             try:
-                obstore.put(self._store, path, data, mode="create")
+                # AlreadyExists: a retry or a race stored it first: same key, same content.
+                with self._failing_as_unavailable(), contextlib.suppress(AlreadyExistsError):
+                    obstore.put(self._store, path, data, mode="create")
                 return
-            except AlreadyExistsError:
-                return  # a retry or a race stored it first: same key, same content
-            except BaseError:
-                if attempt == _PUT_ATTEMPTS - 1:
+            except BlobStoreUnavailable as exc:
+                if attempt == _PUT_ATTEMPTS - 1 or not isinstance(exc.__cause__, GenericError):
                     raise
                 time.sleep(0.2 * 2**attempt)
 
@@ -122,8 +134,10 @@ class S3BlobStore:
             done.result()
 
     def get(self, key: str) -> bytes:
+        path = check_key(key)
         try:
-            return bytes(obstore.get(self._store, check_key(key)).bytes())
+            with self._failing_as_unavailable():
+                return bytes(obstore.get(self._store, path).bytes())
         except FileNotFoundError:
             raise KeyError(key) from None
 
@@ -135,18 +149,21 @@ class S3BlobStore:
             self._size(key)  # KeyError when missing, as a read of any length
             return b""
         try:
-            return bytes(obstore.get_range(self._store, path, start=offset, length=length))
+            with self._failing_as_unavailable():
+                return bytes(obstore.get_range(self._store, path, start=offset, length=length))
         except FileNotFoundError:
             raise KeyError(key) from None
-        except BaseError:
+        except BlobStoreUnavailable:
             # S3 answers a range starting at or past the end with 416, not an empty body.
             if offset >= self._size(key):
                 return b""
             raise
 
     def _size(self, key: str) -> int:
+        path = check_key(key)
         try:
-            return int(obstore.head(self._store, check_key(key))["size"])
+            with self._failing_as_unavailable():
+                return int(obstore.head(self._store, path)["size"])
         except FileNotFoundError:
             raise KeyError(key) from None
 
@@ -159,8 +176,9 @@ class S3BlobStore:
 
     def delete(self, key: str) -> None:
         # S3 answers 204 for a missing key too; some compatible stores say 404.
-        with contextlib.suppress(FileNotFoundError):
-            obstore.delete(self._store, check_key(key))
+        path = check_key(key)
+        with contextlib.suppress(FileNotFoundError), self._failing_as_unavailable():
+            obstore.delete(self._store, path)
 
     def keys(self, prefix: str = "") -> Iterator[str]:
         return (key for key, _ in self.sizes(prefix))
@@ -170,11 +188,12 @@ class S3BlobStore:
         head = prefix.rpartition("/")[0]
         if head and not KEY_RE.match(head):
             return
-        for batch in obstore.list(self._store, prefix=head or None, chunk_size=1000):
-            for meta in batch:
-                key = meta["path"]
-                if key.startswith(prefix) and KEY_RE.match(key):
-                    yield key, int(meta["size"])
+        with self._failing_as_unavailable():
+            for batch in obstore.list(self._store, prefix=head or None, chunk_size=1000):
+                for meta in batch:
+                    key = meta["path"]
+                    if key.startswith(prefix) and KEY_RE.match(key):
+                        yield key, int(meta["size"])
 
     def local_path(self, key: str) -> Path | None:
         return None
