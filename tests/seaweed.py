@@ -59,12 +59,14 @@ def _free_ports(names: tuple[str, ...]) -> dict[str, int]:
             if name == "admin.port.grpc":
                 continue
             if name == "admin.port":
+                if port + 10000 > 65535:
+                    continue
                 twin = socket.socket()
                 held.append(twin)
                 try:
                     twin.bind(("127.0.0.1", port + 10000))
                 except OSError:
-                    continue  # taken or past 65535: another port
+                    continue  # taken: another port
                 ports["admin.port.grpc"] = port + 10000
             ports[name] = port
         return {name: ports[name] for name in names}

@@ -1,8 +1,9 @@
 """The scale-out deployment of docs/DEPLOY.md, for real: two `tandem serve` processes on one
 PostgreSQL and one SeaweedFS bucket, behind nginx running the guide's own configuration (with
-TLS). Clients pinned one to each process converge; a long-poll held by one process wakes on a
-commit through the other; a process killed (SIGKILL) in the middle of an upload through nginx
-loses nothing: the client's retries reach the other process.
+TLS). Clients pinned one to each process converge, and neither the database's files nor the
+object store's hold a plaintext name or content (promise 7); a long-poll held by one process
+wakes on a commit through the other; a process killed (SIGKILL) in the middle of an upload
+through nginx loses nothing: the client's retries reach the other process.
 
 Skipped, with the reason, only where nginx, PostgreSQL or SeaweedFS is absent (`.ci/run`
 installs them)."""
@@ -10,6 +11,7 @@ installs them)."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -24,11 +26,13 @@ import pytest
 from tests import nginx
 from tests.conftest import RunningServer, free_port, start_server, stop_server
 from tests.helpers_api import authed_client, cursor, login, make_account, mkdir
+from tests.helpers_storage import stored_blobs
 from tests.postgres import PostgresCluster
 from tests.seaweed import SeaweedS3
 from tests.sync_helpers import PASSWORD, Device, run_cli, tree_of, wait_until, write
 from tests.test_server_longpoll import WAKE_BOUND, poll_in_thread
 from tests.test_server_tls import self_signed
+from tests.test_zero_knowledge import CONTENT_MARKER, NAME_MARKER, encodings
 
 
 @dataclass
@@ -87,7 +91,19 @@ def device(tmp_path: Path, name: str, url: str, email: str, first: bool = False)
     return linked
 
 
-def test_clients_pinned_to_different_processes_converge(stack: Stack, tmp_path: Path) -> None:
+def _files_holding(folders: list[Path], needles: dict[str, bytes]) -> list[tuple[str, str]]:
+    found = []
+    for folder in folders:
+        for path in folder.rglob("*"):
+            if path.is_file() and not path.is_symlink():
+                data = path.read_bytes()
+                found += [(str(path), form) for form, needle in needles.items() if needle in data]
+    return found
+
+
+def test_clients_pinned_to_different_processes_converge(stack: Stack, tmp_path: Path,
+                                                        pg_cluster: PostgresCluster,
+                                                        weed: SeaweedS3) -> None:
     email = f"pinned-{os.getpid()}-{time.monotonic_ns()}@example.org"
     alpha = device(tmp_path, "alpha", stack.one.url, email, first=True)
     beta = device(tmp_path, "beta", stack.two.url, email)
@@ -105,6 +121,24 @@ def test_clients_pinned_to_different_processes_converge(stack: Stack, tmp_path: 
     assert tree_of(alpha.folder) == tree_of(beta.folder) == tree_of(gamma.folder)
     assert tree_of(alpha.folder)["notes.txt"] == b"edited on beta\n"
     assert "photos/moved.bin" in tree_of(gamma.folder)
+
+    # Zero knowledge on this stack: blob keys are account ids and random pack ids, and no
+    # file of PostgreSQL (this database, the WAL) or SeaweedFS holds a name or a content.
+    write(alpha.folder, f"{NAME_MARKER}.txt", (CONTENT_MARKER + " ") * 2000)
+    alpha.synced()
+    keys = [blob.key for blob in stored_blobs(stack.one.data_dir)]
+    assert keys and all(re.fullmatch(r"\d+/p/[0-9a-f]{32}", key) for key in keys)
+    with psycopg.connect(stack.database, autocommit=True, connect_timeout=10) as connection:
+        connection.execute("CHECKPOINT")  # the rows onto the data files (the tests run fsync off)
+        oid = connection.execute("SELECT oid FROM pg_database WHERE datname = current_database()"
+                                 ).fetchone()[0]
+    needles = {**{f"name {k}": v for k, v in encodings(NAME_MARKER).items()},
+               **{f"content {k}": v for k, v in encodings(CONTENT_MARKER).items()}}
+    database_files = [pg_cluster.data / "base" / str(oid), pg_cluster.data / "pg_wal"]
+    assert _files_holding([*database_files, weed.folder], needles) == []
+    # The scan reads where the data is: the email (not secret) and a pack id are found.
+    assert _files_holding(database_files, {"email": email.encode()})
+    assert _files_holding([weed.folder], {"pack id": keys[0].rpartition("/")[2].encode()})
 
 
 def test_a_long_poll_on_one_process_wakes_on_a_commit_through_the_other(stack: Stack) -> None:
