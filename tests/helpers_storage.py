@@ -58,11 +58,17 @@ def stored_blobs(data_dir: Path) -> set[StoredBlob]:
     return {StoredBlob(data_dir, key) for key in blob_store(data_dir).keys(prefix="")}
 
 
+@cache
+def _connection(url: str) -> psycopg.Connection[tuple[object, ...]]:
+    """One connection per database for the whole session (a test reads chunk locations by the
+    hundred; a connection each would cost more than the reads)."""
+    return psycopg.connect(url, connect_timeout=10, autocommit=True)
+
+
 def _rows(data_dir: Path, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
     url = DATABASE_URLS.get(data_dir)
     if url is not None:
-        with psycopg.connect(url, connect_timeout=10) as connection:
-            return list(connection.execute(sql.replace("?", "%s"), params).fetchall())
+        return list(_connection(url).execute(sql.replace("?", "%s"), params).fetchall())
     with closing(sqlite3.connect(data_dir / "meta.db", timeout=30)) as db:
         return list(db.execute(sql, params).fetchall())
 
