@@ -1,5 +1,6 @@
-"""Shared fixtures: a real `tandem serve` subprocess on 127.0.0.1 and a free port, and a real
-PostgreSQL server (one per session, a database per user) for the tests run on both backends.
+"""Shared fixtures: a real `tandem serve` subprocess on 127.0.0.1 and a free port, a real
+PostgreSQL server (one per session, a database per user) for the tests run on both backends,
+and a real SeaweedFS S3 server (one per session, a key prefix per user) for the blob stores.
 
 Every process a test starts is stopped by that test (by PID), even when it fails.
 """
@@ -18,7 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers_storage import DATABASE_URLS
+from tests import seaweed
+from tests.helpers_storage import BLOB_URLS, DATABASE_URLS
 from tests.postgres import PostgresCluster, missing_reason
 
 # Tests may use the cheap key-derivation profile; the default profile stays the real one.
@@ -33,6 +35,8 @@ def free_port() -> int:
 
 #: The metadata-store backends the shared suites run on.
 BACKENDS = ["sqlite", "postgresql"]
+#: Server suites that touch blobs also run on the scale-out stack: PostgreSQL + S3 (SeaweedFS).
+SCALE_BACKENDS = [*BACKENDS, "postgresql+s3"]
 
 
 @pytest.fixture(scope="session")
@@ -47,13 +51,29 @@ def pg_cluster() -> Iterator[PostgresCluster]:
         cluster.stop()
 
 
+@pytest.fixture(scope="session")
+def weed() -> Iterator[seaweed.SeaweedS3]:
+    reason = seaweed.missing_reason()
+    if reason:
+        pytest.skip(reason)
+    server = seaweed.SeaweedS3()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 def backend_args(request: pytest.FixtureRequest, backend: str) -> list[str]:
     """`tandem serve` arguments for a backend: nothing for SQLite (the default in --data), a
-    fresh database of the session's PostgreSQL server otherwise."""
+    fresh database of the session's PostgreSQL server otherwise, and with "+s3" a fresh key
+    prefix in the session's SeaweedFS bucket."""
     if backend == "sqlite":
         return []
     cluster: PostgresCluster = request.getfixturevalue("pg_cluster")
-    return ["--database", cluster.new_database()]
+    args = ["--database", cluster.new_database()]
+    if backend.endswith("+s3"):
+        args += ["--blobs", request.getfixturevalue("weed").url()]
+    return args
 
 
 @dataclass
@@ -73,6 +93,8 @@ def start_server(data_dir: Path, *extra: str) -> RunningServer:
     data_dir.mkdir(parents=True, exist_ok=True)
     if "--database" in extra:
         DATABASE_URLS[data_dir] = extra[extra.index("--database") + 1]
+    if "--blobs" in extra:
+        BLOB_URLS[data_dir] = extra[extra.index("--blobs") + 1]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "tandem", "serve", "--data", str(data_dir),

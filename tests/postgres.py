@@ -45,7 +45,9 @@ def _as_postgres_user() -> list[str]:
 
 
 class PostgresCluster:
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, durable: bool = False) -> None:
+        """`durable`: fsync and synchronous commits as in production (benchmarks); tests
+        skip them, they need no crash durability of the database server itself."""
         self.port = port
         self.folder = Path(tempfile.mkdtemp(prefix="tandem-pg-"))
         self.data = self.folder / "data"
@@ -61,7 +63,8 @@ class PostgresCluster:
             self.process = subprocess.Popen(
                 [*_as_postgres_user(), postgres, "-D", str(self.data), "-p", str(port),
                  "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.folder}",
-                 "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+                 *([] if durable else ["-c", "fsync=off", "-c", "synchronous_commit=off",
+                                       "-c", "full_page_writes=off"]),
                  "-c", "max_connections=300"],
                 stdout=log, stderr=subprocess.STDOUT)
         self._wait_ready()

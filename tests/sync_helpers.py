@@ -30,6 +30,7 @@ from urllib.parse import urlparse
 import httpx
 
 from tests.conftest import RunningServer, stop_server
+from tests.helpers_storage import blob_store
 
 PASSWORD = "correct horse battery staple"
 #: `tandem serve` as the `server` fixture runs it (conftest), minus --data and --port.
@@ -234,8 +235,8 @@ def transferred(result: subprocess.CompletedProcess[str]) -> tuple[int, int]:
 
 
 def blob_bytes(server: RunningServer) -> int:
-    """Bytes in the server's blob folder (what was ever stored and is still there)."""
-    return sum(p.stat().st_size for p in (server.data_dir / "blobs").rglob("*") if p.is_file())
+    """Bytes in the server's blob store (what was ever stored and is still there)."""
+    return sum(size for _, size in blob_store(server.data_dir).sizes())
 
 
 def restart_on_same_port(server: RunningServer) -> RunningServer:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from tandem.core.wire import decode_download_frames, encode_upload_frame
-from tests.conftest import BACKENDS, RunningServer, backend_args
+from tests.conftest import SCALE_BACKENDS, RunningServer, backend_args
 from tests.helpers_api import (
     Account,
     content_hash,
@@ -19,10 +19,10 @@ from tests.helpers_api import (
     seal,
     serving,
 )
-from tests.helpers_storage import blob_files, chunk_blob, stored_bytes
+from tests.helpers_storage import chunk_blob, stored_blobs, stored_bytes
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
+@pytest.fixture(scope="module", params=SCALE_BACKENDS)
 def srv(request: pytest.FixtureRequest,
         tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     with serving(tmp_path_factory, *backend_args(request, request.param)) as running:
@@ -72,13 +72,13 @@ def test_single_upload_stores_the_chunk(acct: Account, srv: RunningServer) -> No
 def test_hash_mismatch_is_400_and_stores_nothing(acct: Account, srv: RunningServer) -> None:
     """A corrupted or truncated transfer must never be stored as the chunk."""
     chunk_id, ciphertext = seal(acct.keys, b"will be corrupted")
-    files = blob_files(srv.data_dir)
+    files = stored_blobs(srv.data_dir)
     corrupted = ciphertext[:-1] + bytes([ciphertext[-1] ^ 1])
     response = acct.client.put(f"/chunks/{chunk_id}", content=corrupted,
                                headers={"X-Content-Hash": content_hash(ciphertext)})
     assert response.status_code == 400 and error_code(response) == "hash_mismatch"
     assert missing(acct, [chunk_id]) == [chunk_id]
-    assert chunk_blob(srv.data_dir, chunk_id) is None and blob_files(srv.data_dir) == files
+    assert chunk_blob(srv.data_dir, chunk_id) is None and stored_blobs(srv.data_dir) == files
     assert acct.client.get("/account").json()["used_bytes"] == 0
 
 
@@ -107,14 +107,14 @@ def test_reupload_of_present_chunks_stores_nothing(acct: Account, srv: RunningSe
     _, body = pack(acct, [b"dedup one", b"dedup two"])
     assert acct.client.post("/chunks/pack", content=body).json()["stored"] == 2
     used = acct.client.get("/account").json()["used_bytes"]
-    files = blob_files(srv.data_dir)
+    files = stored_blobs(srv.data_dir)
     # Encrypted again (new nonces), the same chunk ids are still recognised as present.
     _, again = pack(acct, [b"dedup one", b"dedup two"])
     assert acct.client.post("/chunks/pack", content=again).json() == {"stored": 0, "already_present": 2}
     single = put_chunk_raw(acct, *seal(acct.keys, b"dedup one"))
     assert single.json() == {"stored": 0, "already_present": 1}
     assert acct.client.get("/account").json()["used_bytes"] == used
-    assert blob_files(srv.data_dir) == files
+    assert stored_blobs(srv.data_dir) == files
 
 
 def test_pack_mixing_present_new_and_repeated_chunks_stores_each_new_one_once(
@@ -199,4 +199,4 @@ def test_quota_refuses_uploads_beyond_it(tmp_path_factory: pytest.TempPathFactor
                                              headers={"X-Content-Hash": content_hash(ciphertext)})
         assert streamed_single.status_code == 507 and error_code(streamed_single) == "quota_exceeded"
         assert account.client.get("/account").json()["used_bytes"] == used["used_bytes"]
-        assert len(blob_files(srv.data_dir)) == 3
+        assert len(stored_blobs(srv.data_dir)) == 3

@@ -25,7 +25,7 @@ from tests.helpers_api import (
     update_op,
     upload_chunk,
 )
-from tests.helpers_storage import blob_exists, chunk_blob
+from tests.helpers_storage import StoredBlob, blob_exists, chunk_blob
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -205,13 +205,13 @@ def test_gc_removes_blob_files_left_without_a_record(acct: Account, srv: Running
     commit(acct, create_op(acct.keys, ROOT_ID, "kept", "file", [kept]))
     where = chunk_blob(srv.data_dir, kept[0])
     assert where is not None
-    kept_path = where[0]
-    account_dir = kept_path.parents[2]  # blobs/<account>/p/<2 hex>/<pack id>
-    orphans = [account_dir / "ff" / ("f" * 64), account_dir / "p" / "ee" / ("e" * 32)]
+    kept_blob = where[0]
+    account = kept_blob.key.split("/")[0]
+    orphans = [StoredBlob(srv.data_dir, f"{account}/{'f' * 64}"),
+               StoredBlob(srv.data_dir, f"{account}/p/{'e' * 32}")]
     for orphan in orphans:
-        orphan.parent.mkdir(exist_ok=True)
-        orphan.write_bytes(b"left over from a crash")
+        orphan.write(b"left over from a crash")
     assert acct.client.post("/gc").status_code == 200
     assert not any(orphan.exists() for orphan in orphans)
-    assert kept_path.exists() and blob_exists(srv.data_dir, kept[0])
+    assert kept_blob.exists() and blob_exists(srv.data_dir, kept[0])
     assert acct.client.get(f"/chunks/{kept[0]}").status_code == 200

@@ -22,7 +22,7 @@ from tandem.server.deps import Services
 from tandem.server.packs import collect_account, pack_key, read_chunk, store_pack
 from tandem.server.store.base import ChunkLocation, Retention
 from tandem.server.store.schema import MIGRATIONS
-from tests.conftest import BACKENDS, RunningServer, backend_args, start_server, stop_server
+from tests.conftest import SCALE_BACKENDS, RunningServer, backend_args, start_server, stop_server
 from tests.helpers_api import (
     Account,
     authed_client,
@@ -35,12 +35,12 @@ from tests.helpers_api import (
     seal,
     serving,
 )
-from tests.helpers_storage import blob_files, chunk_blob, stored_bytes
+from tests.helpers_storage import StoredBlob, chunk_blob, stored_blobs, stored_bytes
 
 KIB = 1024
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
+@pytest.fixture(scope="module", params=SCALE_BACKENDS)
 def srv(request: pytest.FixtureRequest,
         tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     with serving(tmp_path_factory, *backend_args(request, request.param)) as running:
@@ -87,17 +87,17 @@ def assert_readable(account: Account, data_dir: Path, chunks: list[tuple[str, by
 
 
 def test_a_pack_upload_is_one_blob_file_for_many_chunks(acct: Account, srv: RunningServer) -> None:
-    before = blob_files(srv.data_dir)
+    before = stored_blobs(srv.data_dir)
     chunks = sealed(acct, [os.urandom(random.randint(1, 16 * KIB)) for _ in range(300)])
     upload_pack(acct, chunks)
-    new = blob_files(srv.data_dir) - before
-    assert len(new) == 1, "300 chunks, one file"
+    new = stored_blobs(srv.data_dir) - before
+    assert len(new) == 1, "300 chunks, one blob"
     (pack,) = new
     offset = 0
     for chunk_id, ciphertext, _ in chunks:
         assert chunk_blob(srv.data_dir, chunk_id) == (pack, offset, len(ciphertext))
         offset += len(ciphertext)
-    assert pack.stat().st_size == offset == acct.client.get("/account").json()["used_bytes"]
+    assert pack.size() == offset == acct.client.get("/account").json()["used_bytes"]
     assert_readable(acct, srv.data_dir, chunks)
 
 
@@ -132,9 +132,9 @@ def test_gc_deletes_a_dead_pack_repacks_a_mostly_dead_one_and_keeps_the_rest(
     dense = sealed(acct, [os.urandom(4 * KIB) for _ in range(10)])
     files = {}
     for name, chunks in (("dead", dead), ("sparse", sparse), ("dense", dense)):
-        before = blob_files(srv.data_dir)
+        before = stored_blobs(srv.data_dir)
         upload_pack(acct, chunks)
-        (files[name],) = blob_files(srv.data_dir) - before
+        (files[name],) = stored_blobs(srv.data_dir) - before
     live = sparse[2:5] + dense[:7]
     commit_file(acct, "sparse survivors", sparse[2:5])
     commit_file(acct, "dense survivors", dense[:7])
@@ -147,7 +147,7 @@ def test_gc_deletes_a_dead_pack_repacks_a_mostly_dead_one_and_keeps_the_rest(
     assert_readable(acct, srv.data_dir, live)
     (repacked,) = {chunk_blob(srv.data_dir, c)[0] for c, _, _ in sparse[2:5]}  # type: ignore[index]
     assert repacked not in files.values()
-    assert repacked.stat().st_size == sum(len(ct) for _, ct, _ in sparse[2:5])
+    assert repacked.size() == sum(len(ct) for _, ct, _ in sparse[2:5])
     for chunk_id, _, _ in dead + sparse[:2] + sparse[5:] + dense[7:]:
         assert chunk_blob(srv.data_dir, chunk_id) is None
         assert acct.client.get(f"/chunks/{chunk_id}").status_code == 404
@@ -167,11 +167,11 @@ def test_orphan_sweep_keeps_live_packs(acct: Account, srv: RunningServer) -> Non
     where = chunk_blob(srv.data_dir, live[0][0])
     assert where is not None
     pack = where[0]
-    account_dir = pack.parents[2]
-    orphans = [account_dir / "p" / "0f" / ("0f" * 16), account_dir / "ab" / ("ab" * 32)]
+    account = pack.key.split("/")[0]
+    orphans = [StoredBlob(srv.data_dir, f"{account}/p/{'0f' * 16}"),
+               StoredBlob(srv.data_dir, f"{account}/{'ab' * 32}")]
     for orphan in orphans:
-        orphan.parent.mkdir(parents=True, exist_ok=True)
-        orphan.write_bytes(os.urandom(100))
+        orphan.write(os.urandom(100))
     assert acct.client.post("/gc").status_code == 200
     assert pack.exists() and not any(o.exists() for o in orphans)
     assert_readable(acct, srv.data_dir, live)
@@ -212,8 +212,9 @@ def test_chunks_of_the_layout_before_packs_are_read_and_collected_after_the_migr
         db.commit()
     blobs = LocalBlobStore(data / "blobs")
     blobs.put_many([(f"{acct_id}/{cid}", ct) for cid, ct, _ in old])
-    own_files = {cid: data / "blobs" / str(acct_id) / cid[:2] / cid for cid, _, _ in old}
-    assert all(path.exists() for path in own_files.values())
+    own_files = {cid: StoredBlob(data, f"{acct_id}/{cid}") for cid, _, _ in old}
+    assert all(blob.exists() for blob in own_files.values())
+    assert (data / "blobs" / str(acct_id) / old[0][0][:2] / old[0][0]).is_file(), "the old layout"
 
     server = start_server(data, "--gc-grace", "0")
     account.client = authed_client(server.url, account.token)
@@ -264,7 +265,7 @@ def test_a_crash_between_writing_a_pack_and_recording_it_leaves_no_visible_trace
 
     lost = sealed(account, [os.urandom(1000) for _ in range(5)])
     parts = in_process(data)
-    before = blob_files(data)
+    before = stored_blobs(data)
 
     def crash(*_: object, **__: object) -> int:
         raise OSError("power lost before the commit")
@@ -272,7 +273,7 @@ def test_a_crash_between_writing_a_pack_and_recording_it_leaves_no_visible_trace
     monkeypatch.setattr(parts.store, "record_pack", crash)
     with pytest.raises(OSError):
         store_pack(parts, acct_id, {cid: ct for cid, ct, _ in lost})
-    (orphan,) = blob_files(data) - before  # the pack was written, durably, and never recorded
+    (orphan,) = stored_blobs(data) - before  # the pack was written, durably, and never recorded
     parts.store.close()
 
     server = start_server(data, "--gc-grace", "0")

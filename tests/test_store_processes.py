@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tandem.server.store import open_store
+from tandem.server.locks import AccountLocks
+from tandem.server.store import StoreError, open_store
 from tests.conftest import BACKENDS, backend_args, free_port, start_server, stop_server
 from tests.helpers_api import cursor, fresh_email, login, make_account, mkdir
 from tests.postgres import PostgresCluster
@@ -138,12 +139,12 @@ def test_uploads_and_collection_exclude_each_other_across_processes(pg_cluster: 
         collecting, release, uploaded = threading.Event(), threading.Event(), threading.Event()
 
         def collect() -> None:
-            with one.account_exclusion(account, True):
+            with one.account_exclusion(account, True, 10):
                 collecting.set()
                 release.wait(10)
 
         def upload() -> None:
-            with two.account_exclusion(account, False):
+            with two.account_exclusion(account, False, 10):
                 uploaded.set()
 
         collector = threading.Thread(target=collect)
@@ -156,7 +157,35 @@ def test_uploads_and_collection_exclude_each_other_across_processes(pg_cluster: 
         assert uploaded.wait(10)
         collector.join(timeout=10)
         uploader.join(timeout=10)
-        with one.account_exclusion(account, False), two.account_exclusion(account, False):
+        with one.account_exclusion(account, False, 1), two.account_exclusion(account, False, 1):
+            pass
+    finally:
+        one.close()
+        two.close()
+
+
+def test_waits_for_the_storage_lock_are_bounded_and_answer_busy(pg_cluster: PostgresCluster) -> None:
+    """An upload that waits for a collection (in this process or another) past its bound is
+    refused with 503 busy and a Retry-After, instead of hanging; so is a collection waiting
+    for uploads, and the lock is free again afterwards."""
+    url = pg_cluster.new_database()
+    one, two = open_store(url), open_store(url)
+    try:
+        account = new_account(one)
+        here = AccountLocks(one.account_exclusion, wait=0.3)
+        there = AccountLocks(two.account_exclusion, wait=0.3)
+        for blocked in (here.uploading, there.uploading):  # same process, then across processes
+            with here.collecting(account):
+                started = time.monotonic()
+                with pytest.raises(StoreError) as refused, blocked(account):
+                    pass
+                assert 0.25 < time.monotonic() - started < 5
+                assert (refused.value.status, refused.value.code) == (503, "busy")
+                assert refused.value.detail["retry_after"] > 0
+        with there.uploading(account), pytest.raises(StoreError, match="busy"), \
+                here.collecting(account):
+            pass
+        with there.collecting(account):  # nothing is left held by the refusals
             pass
     finally:
         one.close()

@@ -8,18 +8,11 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
-from rich.live import Live
-from rich.text import Text
 
 from tandem.backup.daemon import overview, when
 from tandem.backup.document import check_path
@@ -29,35 +22,12 @@ from tandem.backup.run import Counters, describe, run_backup
 from tandem.backup.schedule import format_duration, parse_duration
 from tandem.cli.common import friendly_errors, home, print_json
 from tandem.cli.progress import _size as human_size
+from tandem.cli.progress import live_line as _live
 from tandem.client.account import Session
 from tandem.client.api import ClientError
 from tandem.client.transfer import Transfers
 from tandem.sync.ignore import IgnoreFileError
 from tandem.sync.model import normalize
-
-
-@contextmanager
-def _live(render: Callable[[], str]) -> Iterator[None]:
-    """A progress line on stderr, refreshed 4 times a second, only when stdout is a terminal."""
-    if not sys.stdout.isatty():
-        yield
-        return
-    live = Live(Text(""), console=Console(stderr=True), transient=True, refresh_per_second=4)
-    stop = threading.Event()
-
-    def tick() -> None:
-        while not stop.wait(0.25):
-            live.update(Text(render()))
-
-    thread = threading.Thread(target=tick, daemon=True, name="tandem-progress")
-    live.start()
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join(timeout=1)
-        live.stop()
 
 
 def _rate(done: int, start: float) -> str:

@@ -1,9 +1,13 @@
-"""Progress of a sync pass on a terminal: files, bytes, rate and time left (quiet otherwise)."""
+"""Progress on a terminal (quiet otherwise): a sync pass's files, bytes, rate and time left; a
+line any long command renders (backup, restore, migrate)."""
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from types import TracebackType
 
 from rich.console import Console
@@ -22,6 +26,30 @@ def _size(count: float) -> str:
             return f"{count:.1f} {unit}" if unit != "B" else f"{int(count)} B"
         count /= 1024
     return f"{count:.1f} GiB"
+
+
+@contextmanager
+def live_line(render: Callable[[], str]) -> Iterator[None]:
+    """A progress line on stderr, refreshed 4 times a second, only when stdout is a terminal."""
+    if not sys.stdout.isatty():
+        yield
+        return
+    live = Live(Text(""), console=Console(stderr=True), transient=True, refresh_per_second=4)
+    stop = threading.Event()
+
+    def tick() -> None:
+        while not stop.wait(0.25):
+            live.update(Text(render()))
+
+    thread = threading.Thread(target=tick, daemon=True, name="tandem-progress")
+    live.start()
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=1)
+        live.stop()
 
 
 class SyncProgress:

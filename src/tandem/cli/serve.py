@@ -21,7 +21,9 @@ from tandem.server.store.base import Retention
               help="Metadata store URL: sqlite:///PATH or postgresql://USER:PASS@HOST:PORT/DB"
                    " (default: sqlite:///DATA/meta.db).")
 @click.option("--blobs", "blobs_url", default=None,
-              help="Blob store URL (default: file:///DATA/blobs).")
+              help="Blob store URL: file:///PATH or s3://BUCKET[/PREFIX]?endpoint=URL&region=REGION"
+                   " (credentials from AWS_* variables or KEY:SECRET@BUCKET; default:"
+                   " file:///DATA/blobs).")
 @click.option("--quota", "quota_bytes", type=click.IntRange(min=0), default=None,
               help="Storage quota per new account, in bytes (default: none).")
 @click.option("--gc-grace", type=click.IntRange(min=0), default=3600, show_default=True,
@@ -47,7 +49,7 @@ def serve(data_dir: Path, host: str, port: int, database_url: str | None, blobs_
     import uvicorn
 
     from tandem.server.app import create_app
-    from tandem.server.blobs.open import UnsupportedBlobURL
+    from tandem.server.blobs.open import BlobStoreUnavailable, UnsupportedBlobURL
     from tandem.server.config import ServerConfig
     from tandem.server.store.open import StoreUnavailable, UnsupportedStoreURL
 
@@ -56,7 +58,7 @@ def serve(data_dir: Path, host: str, port: int, database_url: str | None, blobs_
                           gc_interval=gc_interval)
     try:
         app = create_app(config)
-    except (UnsupportedStoreURL, UnsupportedBlobURL, StoreUnavailable) as exc:
+    except (UnsupportedStoreURL, UnsupportedBlobURL, StoreUnavailable, BlobStoreUnavailable) as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:
         raise click.ClickException(f"cannot open the server's data: {exc}") from None

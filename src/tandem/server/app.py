@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,25 +25,42 @@ from tandem.server.notify import LocalNotifier
 from tandem.server.packs import collect_account
 from tandem.server.routes import accounts, backups, chunks, history, tree
 from tandem.server.store import open_store
+from tandem.server.store.base import StoreError
 
 log = logging.getLogger("tandem.server")
 
 
 def _server_secret(data_dir: Path) -> bytes:
+    """The data folder's secret, made on first start. Processes sharing the folder (several
+    behind one proxy) must answer alike, so the file appears whole and once: the first to
+    link its temp file wins, the others read that one."""
     path = data_dir / "server.secret"
     if not path.exists():
-        path.write_bytes(secrets.token_bytes(32))
-        path.chmod(0o600)
+        temp = data_dir / f".server.secret.{os.getpid()}"
+        descriptor = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(descriptor, secrets.token_bytes(32))
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+        try:
+            os.link(temp, path)
+        except FileExistsError:
+            pass
+        finally:
+            temp.unlink()
     return path.read_bytes()
 
 
 def open_services(config: ServerConfig) -> Services:
     config.data_dir.mkdir(parents=True, exist_ok=True)
+    # Blobs first: a store that cannot be used stops the start before database pools open.
+    blobs = open_blob_store(config.resolved_blobs_url())
     store = open_store(config.resolved_database_url(), config.retention, config.quota_bytes)
     notifier = LocalNotifier()
     store.add_listener(notifier.publish)
     return Services(
-        config=config, store=store, blobs=open_blob_store(config.resolved_blobs_url()),
+        config=config, store=store, blobs=blobs,
         notifier=notifier, server_secret=_server_secret(config.data_dir),
         locks=AccountLocks(store.account_exclusion),
     )
@@ -54,6 +72,8 @@ async def _collect_periodically(parts: Services, interval: float) -> None:
         for account_id in await run_in_threadpool(parts.store.account_ids):
             try:
                 await run_in_threadpool(collect_account, parts, account_id)
+            except StoreError as exc:  # busy: uploads held the account; the next run collects
+                log.info("garbage collection of account %s skipped: %s", account_id, exc.message)
             except Exception:
                 log.exception("garbage collection failed for account %s", account_id)
 

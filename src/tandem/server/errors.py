@@ -14,6 +14,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from tandem.server.blobs.base import BlobStoreUnavailable
 from tandem.server.store.base import StoreError
 
 log = logging.getLogger("tandem.server")
@@ -21,6 +22,10 @@ log = logging.getLogger("tandem.server")
 _CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
           405: "method_not_allowed", 409: "conflict", 413: "too_large",
           415: "unsupported_media_type", 429: "too_many_requests"}
+
+
+#: Seconds a client is told to wait when the blob store is down.
+STORAGE_RETRY_AFTER = 10
 
 
 class BodyTooLarge(HTTPException):
@@ -39,7 +44,10 @@ def error_response(status: int, code: str, message: str, **detail: object) -> JS
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StoreError)
     async def _store_error(_: Request, exc: StoreError) -> JSONResponse:
-        return error_response(exc.status, exc.code, exc.message, **exc.detail)
+        response = error_response(exc.status, exc.code, exc.message, **exc.detail)
+        if "retry_after" in exc.detail:
+            response.headers["Retry-After"] = str(exc.detail["retry_after"])
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -56,6 +64,15 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(BodyTooLarge)
     async def _too_large(_: Request, exc: BodyTooLarge) -> JSONResponse:
         return error_response(413, "too_large", str(exc.detail))
+
+    @app.exception_handler(BlobStoreUnavailable)
+    async def _storage_down(_: Request, exc: BlobStoreUnavailable) -> JSONResponse:
+        # The store failed after its own retries: the client's retry may find it back.
+        log.warning("%s", exc)
+        response = error_response(503, "storage_unavailable", "the blob store is unavailable:"
+                                  " try again later", retry_after=STORAGE_RETRY_AFTER)
+        response.headers["Retry-After"] = str(STORAGE_RETRY_AFTER)
+        return response
 
     @app.exception_handler(Exception)
     async def _internal(_: Request, exc: Exception) -> JSONResponse:

@@ -6,9 +6,31 @@ The server stores chunks in packs (many chunks' ciphertexts concatenated in one 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
+
+#: Keys are `<account id>/p/<hex>` or `<account id>/<chunk id>`: path segments of safe
+#: characters, none empty, none starting with a dot, so no key can leave its folder or bucket
+#: prefix (`..`, `/etc`, `a//b`, a backslash, a NUL).
+KEY_RE = re.compile(r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
+
+
+class UnsupportedBlobURL(ValueError):
+    """A --blobs URL this server cannot open (unknown scheme, malformed, unknown option)."""
+
+
+class BlobStoreUnavailable(RuntimeError):
+    """The blob store named by a valid URL cannot be used (unreachable, no such bucket,
+    credentials refused)."""
+
+
+def check_key(key: str) -> str:
+    """`key` if it is a valid blob key; ValueError otherwise (every backend refuses the same)."""
+    if not KEY_RE.match(key):
+        raise ValueError(f"invalid blob key {key!r}")
+    return key
 
 
 class BlobStore(Protocol):
@@ -37,6 +59,10 @@ class BlobStore(Protocol):
 
     def keys(self, prefix: str = "") -> Iterator[str]:
         """Every key starting with `prefix`, in no particular order."""
+
+    def sizes(self, prefix: str = "") -> Iterator[tuple[str, int]]:
+        """(key, length) of every blob whose key starts with `prefix`, in no particular order
+        (one listing, so a copy between stores can skip what the target already holds)."""
 
     def local_path(self, key: str) -> Path | None:
         """A file holding the blob, when the store has one (lets the server use sendfile)."""

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterator
 from pathlib import Path
 
 from tandem.fileio import sync_folder, write_atomically, write_batch_atomically
-
-_KEY_RE = re.compile(r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
+from tandem.server.blobs.base import KEY_RE, check_key
 
 
 class LocalBlobStore:
@@ -20,9 +18,7 @@ class LocalBlobStore:
 
     def _path(self, key: str) -> Path:
         # Keys come from validated ids, but a bad one must never escape the folder.
-        if not _KEY_RE.match(key):
-            raise ValueError(f"invalid blob key {key!r}")
-        head, _, name = key.rpartition("/")
+        head, _, name = check_key(key).rpartition("/")
         return self.root / head / name[:2] / name
 
     def put(self, key: str, data: bytes) -> None:
@@ -86,7 +82,7 @@ class LocalBlobStore:
 
     def keys(self, prefix: str = "") -> Iterator[str]:
         head_of_prefix = prefix.rpartition("/")[0]
-        if head_of_prefix and not _KEY_RE.match(head_of_prefix):
+        if head_of_prefix and not KEY_RE.match(head_of_prefix):
             return
         for folder, _dirs, files in os.walk(self.root / head_of_prefix):
             relative = Path(folder).relative_to(self.root)
@@ -97,6 +93,13 @@ class LocalBlobStore:
                 key = f"{head}/{name}" if head else name
                 if key.startswith(prefix):
                     yield key
+
+    def sizes(self, prefix: str = "") -> Iterator[tuple[str, int]]:
+        for key in self.keys(prefix):
+            try:
+                yield key, self._path(key).stat().st_size
+            except FileNotFoundError:
+                continue  # deleted since it was listed
 
     def local_path(self, key: str) -> Path | None:
         path = self._path(key)

@@ -21,6 +21,17 @@ class StoreError(Exception):
         self.detail = detail
 
 
+#: Seconds a client is told to wait (Retry-After) when the account's storage lock is busy.
+BUSY_RETRY_AFTER = 5
+
+
+def busy() -> StoreError:
+    """An upload or collection waited its bound for the account's storage lock (a collection
+    or uploads held it): refused, so no request hangs; the client retries."""
+    return StoreError(503, "busy", "this account's storage is busy (garbage collection or"
+                      f" uploads): try again in {BUSY_RETRY_AFTER} s", retry_after=BUSY_RETRY_AFTER)
+
+
 def not_found(what: str = "node") -> StoreError:
     # Another account's id answers exactly like a missing one (DESIGN.md promise 8).
     return StoreError(404, "not_found", f"{what} not found")

@@ -17,9 +17,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import psycopg
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
-from tandem.server.store.base import Retention
+from tandem.server.store.base import Retention, busy
 from tandem.server.store.schema import migrate
 from tandem.server.store.sql import SqlStore
 from tandem.server.store.tx import Tx
@@ -70,16 +70,28 @@ class PostgresStore(SqlStore):
             yield Tx(connection, "%s")
 
     @contextmanager
-    def account_exclusion(self, account_id: int, exclusive: bool) -> Iterator[None]:
+    def account_exclusion(self, account_id: int, exclusive: bool, wait: float) -> Iterator[None]:
         """A session advisory lock keyed by the account (negative: apart from the migration
-        lock's key), on a connection of its own, so no transaction stays open meanwhile."""
+        lock's key), on a connection of its own, so no transaction stays open meanwhile.
+        Waits at most `wait` seconds (PostgreSQL's lock_timeout), then `busy()`."""
         kind = "" if exclusive else "_shared"
-        with self._lock_pool.connection() as connection:
-            connection.execute(f"SELECT pg_advisory_lock{kind}(%s)", (-account_id,))
+        try:
+            connection = self._lock_pool.getconn(timeout=wait)
+        except PoolTimeout:
+            raise busy() from None
+        try:
+            connection.execute("SELECT set_config('lock_timeout', %s, false)",
+                               (f"{max(int(wait * 1000), 1)}ms",))
+            try:
+                connection.execute(f"SELECT pg_advisory_lock{kind}(%s)", (-account_id,))
+            except psycopg.errors.LockNotAvailable:
+                raise busy() from None
             try:
                 yield
             finally:
                 connection.execute(f"SELECT pg_advisory_unlock{kind}(%s)", (-account_id,))
+        finally:
+            self._lock_pool.putconn(connection)
 
     def _after_import(self, tx: Tx) -> None:
         tx.one("SELECT setval(pg_get_serial_sequence('accounts', 'id'), MAX(id)) FROM accounts"

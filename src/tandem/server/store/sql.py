@@ -82,9 +82,11 @@ class SqlStore(SnapshotRules, PackRules, ABC):
                 raise not_found("account")
             yield tx
 
-    def account_exclusion(self, account_id: int, exclusive: bool) -> AbstractContextManager[None]:
+    def account_exclusion(self, account_id: int, exclusive: bool,
+                          wait: float) -> AbstractContextManager[None]:
         """Uploads (shared) and garbage collection (exclusive) of one account, excluded across
-        the processes sharing this database; SQLite serves one process: nothing to do."""
+        the processes sharing this database, waiting at most `wait` seconds (then `busy()`);
+        SQLite serves one process: nothing to do."""
         return nullcontext()
 
     def _after_import(self, tx: Tx) -> None:
