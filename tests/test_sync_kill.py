@@ -87,19 +87,21 @@ def no_partial_file(folder: Path, contents: set[bytes]) -> None:
 
 
 def test_killed_while_hashing_a_large_file(shared: RunningServer, tmp_path: Path) -> None:
-    a, b, proxy = _through_proxy(shared, tmp_path, b"POST /chunks/missing")
+    """Killed while its scan reads the large file (and sends its first chunks ahead): the
+    rerun sends what is missing and commits it whole."""
+    a, b, proxy = _through_proxy(shared, tmp_path, b"POST /tree/batch")
     try:
         big = random.Random(7).randbytes(64 << 20)
         write(b.folder, "big.bin", big)
         write(b.folder, "small.txt", "small\n")
-        proxy.holding = True  # nothing is sent: the kill lands before any upload
+        proxy.holding = True  # nothing is committed: the kill lands before any commit
         process = start_pass(b)
         try:
             wait_until(lambda: bytes_read(process) > 32 << 20 or process.poll() is not None,
                        timeout=60, what="the pass to be hashing the large file")
         finally:
             assert kill(process)
-        assert proxy.held == 0, "killed after the hashing, not during it"
+        assert proxy.held == 0, "killed after the scan, not during it"
         proxy.holding = False
         proxy.release()
         no_partial_file(b.folder, {big, b"small\n"})

@@ -14,7 +14,7 @@ import os
 import tempfile
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,7 +113,7 @@ class Transfers:
     # ---- upload ---------------------------------------------------------------------------
 
     def upload(self, paths: Sequence[Path], progress: Callable[[int, int], None] | None = None,
-               known: Sequence[KnownContent | None] | None = None,
+               known: Sequence[KnownContent | None] | None = None, stored: Collection[str] = (),
                ) -> list[UploadResult | ClientError | OSError]:
         """Upload files (sharing requests across them); one result or error per path.
 
@@ -122,7 +122,8 @@ class Transfers:
         hears of each file's bytes as they are queued for the senders: the queue is bounded,
         so it runs at most a few windows ahead of the network (a live status, not a receipt).
         `known[i]`, if given, is the manifest a scan just computed for `paths[i]` and the stat
-        it had then: see `UploadBatch.add_known_file`.
+        it had then, and `stored` the chunks known to be on the server: see
+        `UploadBatch.add_known_file`.
         """
         batch = UploadBatch(self)
         results: list[UploadResult | ClientError | OSError] = []
@@ -130,8 +131,8 @@ class Transfers:
             advance = functools.partial(progress, index) if progress is not None else None
             seen = known[index] if known is not None else None
             try:
-                results.append(batch.add_known_file(path, seen, advance) if seen is not None
-                               else batch.add_file(path, advance))
+                results.append(batch.add_known_file(path, seen, advance, stored)
+                               if seen is not None else batch.add_file(path, advance))
             except (OSError, FileChangedError) as exc:
                 results.append(exc)
         batch.finish()
@@ -239,6 +240,9 @@ class UploadBatch:
         self.in_flight: deque[Future[None]] = deque()
         #: A chunk offered ahead of its file failed to go: later offers are dropped.
         self.offers_failed = False
+        #: Ids of the chunks this batch has seen stored on the server (sent, or reported
+        #: present by the missing-query): an upload soon after need not ask about them.
+        self.stored: set[str] = set()
 
     def offer(self, chunk_id: str, plaintext: bytes) -> None:
         """Send a chunk ahead of its file's upload (the sync scan hashing a new or changed
@@ -282,11 +286,13 @@ class UploadBatch:
         return UploadResult(path, sum(size for _, size in manifest), before.st_mtime_ns, manifest)
 
     def add_known_file(self, path: Path, known: KnownContent,
-                       advance: Callable[[int], None] | None = None) -> UploadResult:
+                       advance: Callable[[int], None] | None = None,
+                       stored: Collection[str] = ()) -> UploadResult:
         """A file whose manifest a scan has just computed: only the chunks the server lacks
         are read (at their offsets) and sent, each checked against its id, so a small edit
-        in a large file costs one chunk's read, not the file's. A file whose stat is no longer
-        the scanned one is read whole instead (`add_file`)."""
+        in a large file costs one chunk's read, not the file's; the server is not asked about
+        chunks known to be `stored` (the scan sent them). A file whose stat is no longer the
+        scanned one is read whole instead (`add_file`)."""
         manifest, signature = known
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         try:
@@ -295,7 +301,8 @@ class UploadBatch:
                 os.close(fd)
                 fd = -1
                 return self.add_file(path, advance)
-            fresh = list(dict.fromkeys(c for c, _ in manifest if c not in self.known))
+            fresh = list(dict.fromkeys(c for c, _ in manifest
+                                       if c not in self.known and c not in stored))
             missing: set[str] = set()
             for start in range(0, len(fresh), _QUERY_MAX_IDS):
                 missing.update(self.transfers.api.missing_chunks(fresh[start:start + _QUERY_MAX_IDS]))
@@ -333,13 +340,15 @@ class UploadBatch:
         self.waiting_bytes = 0
 
     def _send_window(self, window: dict[str, bytes]) -> None:
-        missing = set(self.transfers.api.missing_chunks(list(window)))
+        ids = list(window)
+        missing = set(self.transfers.api.missing_chunks(ids))
         # Large chunks too: the server makes a whole pack durable with two filesystem
         # flushes and one database commit, instead of three fsyncs per chunk. Each plaintext
         # leaves the window as it is encrypted.
-        self.transfers._send_pack((chunk_id, window.pop(chunk_id)) for chunk_id in list(window)
+        self.transfers._send_pack((chunk_id, window.pop(chunk_id)) for chunk_id in ids
                                   if chunk_id in missing)
         window.clear()
+        self.stored.update(ids)  # (one call: atomic under the GIL, workers add concurrently)
 
     def finish(self) -> None:
         """Send what is left and wait for everything; the first failure is raised."""

@@ -8,7 +8,6 @@ rescan, and keeps going through a lost connection or a revoked token, saying so 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import secrets
@@ -23,7 +22,7 @@ from typing import TypeVar
 from tandem.client.account import Session
 from tandem.client.api import ApiError, ClientError
 from tandem.client.home import write_private
-from tandem.client.transfer import Transfers, UploadBatch
+from tandem.client.transfer import Transfers
 from tandem.core.crypto import DecryptionError
 from tandem.sync import ondemand, planner
 from tandem.sync.executor import STATE_FOLDER, Executor
@@ -37,12 +36,12 @@ from tandem.sync.model import (
     SyncedEntry,
     SyncedTree,
     is_within,
-    normalize,
     within_any,
 )
 from tandem.sync.ondemand_io import OnDemandError
 from tandem.sync.remote import RemoteMirror
 from tandem.sync.scanner import RootUnavailable, ScanResult, make_hasher, scan
+from tandem.sync.sendahead import SendAhead
 from tandem.sync.state import StateDB
 
 T = TypeVar("T", SyncedEntry, RemoteEntry)
@@ -94,12 +93,9 @@ class Engine:
         self.live = LiveStatus()
         self.executor = Executor(root, state, self.mirror, self.transfers,
                                  session.device.device_name, live=self.live)
-        #: Chunks of large files a pass's scan sends while it reads them (`_scan`), and
-        #: those files (in flight for `tandem status` meanwhile).
-        self._early_upload: UploadBatch | None = None
-        self._early_paths: list[str] = []
+        self.send_ahead = SendAhead(self.transfers, self.live, root)
         self.hasher = make_hasher(session.keys, self.executor.recent_manifests.remember,
-                                  self._early_sink)
+                                  self.send_ahead.sink_for)
         #: Held by a pass, and by a free or offline, so they never run at the same time.
         self.busy = threading.RLock()
         self._rules_cache: IgnoreRules | None = None
@@ -226,39 +222,15 @@ class Engine:
         return report
 
     def _scan(self, previous: LocalTree, subtrees: list[str] | None) -> ScanResult:
-        """A pass's scan, which also sends the chunks of the large files it hashes (new or
-        changed content, most likely uploaded next), so sending overlaps reading and the
-        upload reads nothing again. Not while the server is known to be unreachable: a
-        scan then only records what waits."""
+        """A pass's scan, which sends the chunks of the files it hashes (`sendahead.py`), but
+        not while the server is known to be unreachable: a scan then only records what waits."""
         connection = self.state.get("connection")
         if connection is None or connection == "connected":
-            self._early_upload = self.transfers.upload_batch()
+            self.send_ahead.start()
         try:
             return scan(self.root, previous, self.hasher, self.rules(), subtrees)
         finally:
-            early, self._early_upload = self._early_upload, None
-            if early is not None:
-                with contextlib.suppress(ClientError, OSError):
-                    early.finish()  # what failed is sent by the file's upload
-            for path in self._early_paths:
-                self.live.finish_transfer(path)
-            self._early_paths.clear()
-
-    def _early_sink(self, path: Path, size: int) -> Callable[[str, bytes], None] | None:
-        """Where the scan's hasher sends the chunks of the large file at `path` (see `_scan`);
-        its bytes count as that file's upload in the live status."""
-        batch = self._early_upload
-        if batch is None or not path.is_relative_to(self.root):
-            return None
-        relative = "/".join(normalize(part) for part in path.relative_to(self.root).parts)
-        self.live.start_transfer(relative, size)
-        self._early_paths.append(relative)
-
-        def send(chunk_id: str, chunk: bytes) -> None:
-            batch.offer(chunk_id, chunk)
-            self.live.advance(relative, len(chunk))
-
-        return send
+            self.executor.stored_chunks = self.send_ahead.finish()
 
     def _read_placeholders(self, scanned: ScanResult,
                            synced: SyncedTree) -> tuple[LocalTree, list[str] | None]:

@@ -62,8 +62,10 @@ class Executor:
         self.paths = FolderPaths(root)
         self.downloads = Downloader(self.paths, state, transfers, self.temp_dir, self.live)
         self.placeholders = Placeholders(self.paths, state, transfers, self.temp_dir)
-        #: The manifests the last scans computed (an upload then reads only what is missing).
+        #: The manifests the last scans computed (an upload then reads only what is missing),
+        #: and the chunks the last scan saw stored (sent ahead: the upload need not ask).
         self.recent_manifests = RecentManifests()
+        self.stored_chunks: set[str] = set()
 
     # ---- the whole plan -------------------------------------------------------------------
 
@@ -261,7 +263,8 @@ class Executor:
                 op.local.size, op.local.mtime_ns, op.local.ctime_ns, op.local.inode)))
         results = self.transfers.upload([self.paths.disk(op.path, local) for op in uploads],
                                         lambda index, count: self.live.advance(
-                                            uploads[index].path, count), known)
+                                            uploads[index].path, count), known,
+                                        self.stored_chunks)
         for op, result in zip(uploads, results, strict=True):
             if isinstance(result, Exception):
                 outcome.problems[op.path] = describe(result) if isinstance(result, OSError) else str(result)
@@ -272,19 +275,22 @@ class Executor:
 
 
 class RecentManifests:
-    """The manifests of the files of several chunks the scanner read last, by content id
-    (the newest `limit`): a large file's upload right after its scan asks the server which
-    chunks it lacks and reads only those, instead of reading and cutting the file again."""
+    """The manifests of the files the scanner read last, by content id (the newest, up to
+    `limit` chunk references in all, a few MiB): a file's upload right after its scan asks
+    the server which chunks it lacks (or knows) and reads only those, instead of reading and
+    cutting the file again. A file not remembered any more is read again: slower, not wrong."""
 
-    def __init__(self, limit: int = 256) -> None:
+    def __init__(self, limit: int = 50_000) -> None:
         self.limit = limit
         self._manifests: dict[str, list[tuple[str, int]]] = {}
+        self._references = 0
 
     def remember(self, content: str, manifest: list[tuple[str, int]]) -> None:
-        self._manifests.pop(content, None)
+        old = self._manifests.pop(content, None)
+        self._references += len(manifest) - (len(old) if old is not None else 0)
         self._manifests[content] = manifest
-        if len(self._manifests) > self.limit:
-            del self._manifests[next(iter(self._manifests))]
+        while self._references > self.limit and len(self._manifests) > 1:
+            self._references -= len(self._manifests.pop(next(iter(self._manifests))))
 
     def get(self, content: str) -> list[tuple[str, int]] | None:
         return self._manifests.get(content)

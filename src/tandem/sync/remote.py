@@ -142,18 +142,24 @@ class RemoteMirror:
         self._changed = None
 
     def apply(self, changes: Iterable[dict[str, Any]], cursor: int | None = None) -> None:
-        """Apply journal entries (or our own commits' results, with `cursor` None)."""
+        """Apply journal entries (or our own commits' results, with `cursor` None). Our own
+        commits come back through the journal too: a node already mirrored at the entry's
+        revision (a revision is one change of one account) is not decoded or stored again."""
         upserts, deletions = [], []
-        self._tree = None
         for raw in changes:
             self._note_changed(raw["id"])
+            known = self.nodes.get(raw["id"])
             if raw["state"] == "live":
+                if known is not None and known.rev == int(raw["rev"]):
+                    continue
                 node = self._node(raw)
                 upserts.append(node)
                 self.nodes[node.node_id] = node
-            else:
+            elif known is not None:
                 deletions.append(raw["id"])
-                self.nodes.pop(raw["id"], None)
+                del self.nodes[raw["id"]]
+        if upserts or deletions:
+            self._tree = None
         self.state.update_remote(upserts, deletions, cursor)
 
     def record(self, nodes: Iterable[RemoteNode], deleted: Iterable[str] = ()) -> None:

@@ -98,9 +98,9 @@ def make_hasher(keys: AccountKeys,
                 remember: Callable[[str, list[tuple[str, int]]], None] | None = None,
                 sink_for: Callable[[Path, int], ChunkSink | None] | None = None) -> Hasher:
     """The account's content id of a file, streamed in chunks as an upload would cut it.
-    `remember(content id, manifest)` hears of every file of several chunks, so an upload
-    right after the scan need not read and cut the file again; `sink_for(path, size)` may
-    give each such file a sink that hears of its chunks as they are read."""
+    `remember(content id, manifest)` hears of every file hashed, so an upload right after
+    the scan need not read and cut the file again; `sink_for(path, size)` may give a file a
+    sink that hears of its chunks as they are read."""
 
     def hasher(path: Path) -> str:
         # O_NOFOLLOW: a file swapped for a symlink after the listing must not be followed
@@ -111,7 +111,6 @@ def make_hasher(keys: AccountKeys,
             if not stat.S_ISREG(info.st_mode):
                 raise FileChangedWhileReading(f"{path} is no longer a regular file")
             manifest = []
-            sink = None
             if info.st_size < MIN_CHUNK:
                 # Below the chunker's minimum a file is one chunk: skip the chunker's set-up.
                 data = handle.read(MIN_CHUNK)
@@ -120,13 +119,13 @@ def make_hasher(keys: AccountKeys,
                 chunks: Iterable[bytes] = [data] if data else []
             else:
                 chunks = iter_chunks(handle)
-                sink = sink_for(path, info.st_size) if sink_for is not None else None
+            sink = sink_for(path, info.st_size) if sink_for is not None else None
             for chunk in chunks:
                 manifest.append((keys.chunk_id(chunk), len(chunk)))
                 if sink is not None:
                     sink(manifest[-1][0], chunk)
         content = content_id(manifest)
-        if remember is not None and len(manifest) > 1:
+        if remember is not None:
             remember(content, manifest)
         return content
 

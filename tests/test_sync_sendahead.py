@@ -1,5 +1,5 @@
-"""A pass's scan sends the chunks of the large files it hashes, so the upload that follows
-reads nothing again: a new large file is read once and sent once."""
+"""A pass's scan sends the chunks of the files it hashes (`sync/sendahead.py`), so the upload
+that follows reads nothing again: a new file is read once and sent once."""
 
 from __future__ import annotations
 
@@ -79,3 +79,44 @@ def test_a_scan_with_the_server_unreachable_still_records_the_file(engine: Engin
         gone.close()
     report = engine.sync_once()
     assert report.done == 1 and not report.problems
+
+
+def test_new_small_files_are_read_once_and_the_upload_asks_nothing(engine: Engine) -> None:
+    rng = random.Random(4)
+    sizes = [rng.randint(1024, 16 * 1024) for _ in range(300)]
+    for index, size in enumerate(sizes):
+        folder = engine.root / f"d{index % 10}"
+        folder.mkdir(exist_ok=True)
+        (folder / f"f{index}.bin").write_bytes(rng.randbytes(size))
+    asked: list[int] = []
+    missing_chunks = engine.session.api.missing_chunks
+
+    def counting(ids: list[str]) -> list[str]:
+        asked.append(len(ids))
+        return missing_chunks(ids)
+
+    engine.session.api.missing_chunks = counting  # type: ignore[method-assign]
+    before = _bytes_read()
+    report = engine.sync_once()
+    read = _bytes_read() - before
+    assert report.done == 310 and not report.problems  # 300 files, 10 folders
+    assert sum(sizes) <= read < sum(sizes) * 1.5
+    assert sum(asked) == 300  # once per chunk, by the scan's sends; the upload asks nothing
+
+
+@pytest.mark.parametrize("change", ["edited", "moved"])
+def test_placeholder_text_is_never_sent_ahead(engine: Engine, change: str) -> None:
+    (engine.root / "doc.txt").write_bytes(b"the real content")
+    engine.sync_once()
+    assert engine.free(["doc.txt"]) == {}
+    placeholder = engine.root / "doc.txt.tandem"
+    text = placeholder.read_bytes()
+    if change == "edited":  # saved again by an editor: read again by the scan
+        text += b"edited by the user\n"
+        placeholder.write_bytes(text)
+    else:  # a new path: read again by the scan
+        placeholder.rename(engine.root / "moved.txt.tandem")
+    report = engine.sync_once()
+    assert not report.problems
+    chunk_id = engine.session.keys.chunk_id(text)
+    assert engine.session.api.missing_chunks([chunk_id]) == [chunk_id]
