@@ -12,12 +12,14 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tandem.backup import document
 from tandem.backup.document import Item, Manifest
+from tandem.backup.estimate import bytes_to_read
 from tandem.backup.local import Backup, BackupHome, LastRun
 from tandem.backup.retention import kept
 from tandem.client.account import Session
@@ -42,6 +44,8 @@ class Counters:
 
     files_read: int = 0
     bytes_read: int = 0
+    #: What the run will read in all, once a walk beside it has counted (`estimate.py`).
+    bytes_to_read: int | None = None
     transfers: TransferStats = field(default_factory=TransferStats)
 
 
@@ -111,7 +115,8 @@ class _Run:
         with Transfers(self.session.api, self.session.keys) as transfers:
             transfers.stats = self.counters.transfers
             batch = transfers.upload_batch()
-            result = self._scan(rules, previous, self._hasher(batch.add_file, manifests))
+            with self._estimating(rules, previous):
+                result = self._scan(rules, previous, self._hasher(batch.add_file, manifests))
             items = _items(result.tree, manifests)
             doc = document.encode({"source": self.backup.folder,
                                    "device": self.session.device.device_name}, items)
@@ -157,6 +162,22 @@ class _Run:
             return content
 
         return upload
+
+    @contextmanager
+    def _estimating(self, rules: IgnoreRules, previous: LocalTree) -> Iterator[None]:
+        """Count what the run will read, in a thread beside it (for the time left)."""
+        stop = threading.Event()
+
+        def count() -> None:
+            self.counters.bytes_to_read = bytes_to_read(str(self.root), previous, rules, stop)
+
+        counter = threading.Thread(target=count, daemon=True, name="tandem-backup-estimate")
+        counter.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            counter.join(timeout=5)
 
     def _scan(self, rules: IgnoreRules, previous: LocalTree, hasher: Hasher) -> ScanResult:
         """Scan; files that changed while read are scanned again after a pause, a few times."""

@@ -21,17 +21,13 @@ from tandem.backup.restore import RestoreProgress, choose, restore
 from tandem.backup.run import Counters, describe, run_backup
 from tandem.backup.schedule import format_duration, parse_duration
 from tandem.cli.common import friendly_errors, home, print_json
-from tandem.cli.progress import _size as human_size
+from tandem.cli.progress import human_size, rate_and_eta
 from tandem.cli.progress import live_line as _live
 from tandem.client.account import Session
 from tandem.client.api import ClientError
 from tandem.client.transfer import Transfers
 from tandem.sync.ignore import IgnoreFileError
 from tandem.sync.model import normalize
-
-
-def _rate(done: int, start: float) -> str:
-    return f"{human_size(done / max(time.monotonic() - start, 1e-6))}/s"
 
 
 def _every(_ctx: click.Context, _param: click.Parameter, value: str | None) -> int | None:
@@ -110,8 +106,11 @@ def _run_one(session: Session, local: BackupHome, entry: Backup) -> bool:
     start = time.monotonic()
 
     def line() -> str:
+        total = counters.bytes_to_read
+        of = f" of {human_size(total)}" if total is not None else ""
         return (f"Backing up {entry.folder}: {counters.files_read} file(s),"
-                f" {human_size(counters.bytes_read)} read at {_rate(counters.bytes_read, start)},"
+                f" {human_size(counters.bytes_read)}{of} read"
+                f" {rate_and_eta(counters.bytes_read, total, start)},"
                 f" {human_size(counters.transfers.bytes_sent)} sent")
 
     try:
@@ -212,7 +211,8 @@ def restore_command(folder: Path, snapshot_id: str | None, subpath: str | None, 
 
             def line() -> str:
                 return (f"Restoring: {progress.files} file(s), {human_size(progress.bytes_done)}"
-                        f" of {human_size(progress.bytes_total)} at {_rate(progress.bytes_done, start)}")
+                        f" of {human_size(progress.bytes_total)}"
+                        f" {rate_and_eta(progress.bytes_done, progress.bytes_total, start)}")
 
             with _live(line):
                 restore(transfers, selection, dest, overwrite, progress)

@@ -8,8 +8,7 @@ from urllib.parse import urlsplit
 
 import click
 
-from tandem.cli.progress import _size as human_size
-from tandem.cli.progress import live_line
+from tandem.cli.progress import human_size, live_line, rate_and_eta
 
 _DATABASES = ("sqlite", "postgresql", "postgres")
 _BLOB_STORES = ("file", "s3")
@@ -63,10 +62,10 @@ def _migrate_blobs(source_url: str, target_url: str) -> None:
     start = time.monotonic()
 
     def line() -> str:
-        rate = progress.bytes_copied / max(time.monotonic() - start, 1e-6)
         return (f"Copying blobs: {progress.copied} of {progress.to_copy},"
                 f" {human_size(progress.bytes_copied)} of {human_size(progress.bytes_to_copy)}"
-                f" at {human_size(rate)}/s ({progress.skipped} already there)")
+                f" {rate_and_eta(progress.bytes_copied, progress.bytes_to_copy, start)}"
+                f" ({progress.skipped} already there)")
 
     try:
         source, target = open_blob_store(source_url), open_blob_store(target_url)

@@ -20,12 +20,22 @@ from tandem.sync import planner
 _TRANSFERS = (planner.Upload, planner.Download)
 
 
-def _size(count: float) -> str:
+def human_size(count: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if count < 1024 or unit == "GiB":
             return f"{count:.1f} {unit}" if unit != "B" else f"{int(count)} B"
         count /= 1024
     return f"{count:.1f} GiB"
+
+
+def rate_and_eta(done: int, total: int | None, start: float) -> str:
+    """`at R/s` and, once a total is known and bytes move, `, about N s left` (or min)."""
+    rate = done / max(time.monotonic() - start, 1e-6)
+    text = f"at {human_size(rate)}/s"
+    if total is not None and rate > 0 and total > done:
+        left = (total - done) / rate
+        text += f", about {left:.0f} s left" if left < 120 else f", about {left / 60:.0f} min left"
+    return text
 
 
 @contextmanager
@@ -75,12 +85,8 @@ class SyncProgress:
 
     def _line(self) -> Text:
         moved = self.stats.bytes_sent + self.stats.bytes_received - self.base
-        elapsed = max(time.monotonic() - self.start, 1e-6)
-        rate = moved / elapsed
-        left = max(self.total_bytes - moved, 0)
-        eta = f", about {left / rate:.0f} s left" if rate > 0 and left else ""
-        return Text(f"Syncing {self.files} file(s): {_size(moved)} of {_size(self.total_bytes)}"
-                    f" at {_size(rate)}/s{eta}")
+        return Text(f"Syncing {self.files} file(s): {human_size(moved)} of {human_size(self.total_bytes)}"
+                    f" {rate_and_eta(moved, self.total_bytes, self.start)}")
 
     def _tick(self) -> None:
         while not self._stop.wait(0.25):

@@ -19,7 +19,7 @@ import click
 from tandem.backup.daemon import overview as backup_overview
 from tandem.backup.daemon import status_lines as backup_status_lines
 from tandem.cli.common import friendly_errors, home, print_json
-from tandem.cli.progress import _size as human_size
+from tandem.cli.progress import human_size
 from tandem.client.account import Session
 from tandem.client.home import Home
 from tandem.sync.control import ask
