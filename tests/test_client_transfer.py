@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 from tandem.client import ApiError, Home, Session, Transfers, account
 from tandem.client.transfer import FileChangedError
 from tandem.core.chunking import MAX_CHUNK
+from tests.sync_helpers import HoldingProxy
 
 
 @pytest.fixture
@@ -222,3 +224,38 @@ def test_a_file_whose_size_says_zero_is_read_like_the_scan_reads_it(
     copy = tmp_path / "copy"
     transfers.download(result.manifest, copy)
     assert copy.read_bytes() == content
+
+
+def test_offers_that_do_not_wait_are_dropped_while_every_sender_is_busy(
+        server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The scan's small files are offered without waiting: with every window in flight held
+    by the server, the next window's chunks are dropped at once (the file's own upload sends
+    them later), and those that went are known stored once the holds end."""
+    proxy = HoldingProxy(server.url, b"POST /chunks/missing")
+    try:
+        linked, _ = account.signup(Home(tmp_path / "home"), proxy.url, "o@example.org", "pw")
+        with Transfers(linked.api, linked.keys, workers=2) as transfers:
+            batch = transfers.upload_batch()
+            pieces = [random.Random(i).randbytes(1 << 20) for i in range(20)]
+            ids = [linked.keys.chunk_id(piece) for piece in pieces]
+            proxy.holding = True
+
+            def offer_all() -> None:
+                for chunk_id, piece in zip(ids, pieces, strict=True):
+                    batch.offer(chunk_id, piece, wait=False)
+
+            offering = threading.Thread(target=offer_all)
+            offering.start()
+            offering.join(timeout=30)
+            assert not offering.is_alive(), "an offer that does not wait waited"
+            kept = set(batch.known)
+            # Two windows held in flight, one filling, the rest dropped.
+            assert 0 < len(kept) < len(ids)
+            proxy.holding = False
+            proxy.release()
+            batch.finish()
+            assert batch.stored == kept
+            assert set(linked.api.missing_chunks(ids)) == set(ids) - kept
+        linked.close()
+    finally:
+        proxy.close()

@@ -157,6 +157,18 @@ def test_files_created_modified_renamed_touched_and_deleted(root: Path, watcher:
     assert wait_for(watcher, {"b.txt"}) == {"b.txt"}
 
 
+def test_reading_files_is_no_change(root: Path, watcher: Watcher) -> None:
+    """Opening, reading and closing (a scan, a backup, a user's viewer) gives no hint: only
+    what can change a file or a listing does."""
+    for index in range(20):
+        (root / f"f{index}.txt").write_text("x")
+    wait_for(watcher, {f"f{index}.txt" for index in range(20)})
+    quiet(watcher)
+    for index in range(20):
+        assert (root / f"f{index}.txt").read_text() == "x"
+    assert watcher.wait(0.5) is None
+
+
 def test_folders_created_renamed_and_deleted(root: Path, watcher: Watcher) -> None:
     (root / "folder" / "sub").mkdir(parents=True)
     (root / "folder" / "sub" / "inner.txt").write_text("x")

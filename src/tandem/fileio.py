@@ -56,6 +56,35 @@ def write_temp_file(temp_dir: Path, data: bytes, mode: int = 0o600,
     return path
 
 
+def write_unnamed(folder: Path, data: bytes, mode: int, mtime_ns: int | None = None) -> int:
+    """A file in `folder` holding `data` but no name yet (Linux's O_TMPFILE), as an open
+    descriptor: no one sees it, not even a watcher of the folder, until `link_unnamed`
+    names it, complete. Raises OSError where the filesystem cannot (then write a named temp
+    file instead); the caller closes the descriptor."""
+    fd = os.open(folder, os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, mode)
+    try:
+        with memoryview(data) as view:
+            while view:
+                view = view[os.write(fd, view):]
+        if mtime_ns is not None:
+            os.utime(fd, ns=(mtime_ns, mtime_ns))
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def link_unnamed(fd: int, target: Path) -> None:
+    """Name a file made by `write_unnamed`, never over anything (FileExistsError)."""
+    folder = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        # linkat(AT_SYMLINK_FOLLOW) on the descriptor's /proc link, as open(2) describes (a
+        # directory descriptor makes Python call linkat, not link, which would not follow).
+        os.link(f"/proc/self/fd/{fd}", target.name, dst_dir_fd=folder, follow_symlinks=True)
+    finally:
+        os.close(folder)
+
+
 def write_batch_atomically(items: list[tuple[Path, bytes]], temp_dir: Path) -> None:
     """Create each path with its data, durably and atomically (temp files in `temp_dir`, on
     the same filesystem as the targets). Existing targets are replaced."""

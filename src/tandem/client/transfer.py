@@ -244,12 +244,19 @@ class UploadBatch:
         #: present by the missing-query): an upload soon after need not ask about them.
         self.stored: set[str] = set()
 
-    def offer(self, chunk_id: str, plaintext: bytes) -> None:
+    def offer(self, chunk_id: str, plaintext: bytes, wait: bool = True) -> None:
         """Send a chunk ahead of its file's upload (the sync scan hashing a new or changed
-        large file), so the upload that follows the plan finds it stored and reads nothing
-        again, and sending overlaps reading. Best effort: once a send fails, later offers are
-        dropped, and the file's own upload sends what is missing."""
+        file), so the upload that follows the plan finds it stored and reads nothing again,
+        and sending overlaps reading. Best effort: once a send fails, later offers are
+        dropped, and the file's own upload sends what is missing. Without `wait`, a chunk
+        that would have to wait for a window in flight is dropped too: the caller is not
+        held back (the scan of many small files, whose commits another device waits for)."""
         if self.offers_failed or chunk_id in self.known:
+            return
+        if not wait and len(self.in_flight) >= self.transfers.workers \
+                and not self.in_flight[0].done() and (
+                self.waiting_bytes + len(plaintext) >= _QUERY_WINDOW
+                or len(self.waiting) + 1 >= _QUERY_MAX_IDS):
             return
         self.known.add(chunk_id)
         try:

@@ -5,6 +5,7 @@ holds. A file appears only complete, and is recorded as synced only once that is
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 import time
@@ -18,7 +19,7 @@ from tandem.client.api import ClientError
 from tandem.client.transfer import NEW_FILE_MODE, DownloadError, Transfers
 from tandem.core.chunking import MIN_CHUNK, iter_chunks
 from tandem.core.crypto import DecryptionError
-from tandem.fileio import sync_filesystem, write_temp_file
+from tandem.fileio import link_unnamed, sync_filesystem, write_temp_file, write_unnamed
 from tandem.sync import planner as p
 from tandem.sync.live import LiveStatus
 from tandem.sync.localfs import FolderPaths, PreconditionFailed, describe, matches
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
 
 A = TypeVar("A")
 R = TypeVar("R")
+#: What open(2) answers where a filesystem cannot make unnamed files (O_TMPFILE).
+_NO_UNNAMED = {errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL}
 #: Files up to this size are downloaded in batches (few requests, two flushes per batch).
 SMALL_FILE = 256 * 1024
 SMALL_BATCH = 500
@@ -45,6 +48,8 @@ class Downloader:
         self.transfers = transfers
         self.temp_dir = temp_dir
         self.live = live
+        #: Unnamed temp files (O_TMPFILE) work here, until the filesystem says otherwise.
+        self._unnamed = hasattr(os, "O_TMPFILE")
 
     def run(self, ops: list[p.Download], local: LocalTree, outcome: Outcome) -> None:
         if not ops:
@@ -89,41 +94,77 @@ class Downloader:
     def _place_small_files(self, batch: list[p.Download], contents: list[bytes | BaseException],
                            local: LocalTree, outcome: Outcome) -> None:
         """Temp files, one flush, renames (each re-checked just before), one flush, then the
-        records: a file appears only complete, and is recorded only once that is durable."""
-        written: list[tuple[p.Download, Path]] = []
-        for op, data in zip(batch, contents, strict=True):
-            if isinstance(data, BaseException):
-                outcome.problems[op.path] = describe(data)
-                continue
-            try:
-                written.append((op, write_temp_file(self.temp_dir, data, NEW_FILE_MODE,
-                                                    op.remote.mtime_ns)))
-            except OSError as exc:
-                outcome.problems[op.path] = describe(exc)
-        if not written:
-            return
-        sync_filesystem(self.temp_dir)
-        placed: list[tuple[str, os.stat_result, p.Download]] = []
-        known_at = time.time_ns()
-        for op, temp in written:
-            try:
-                target = self.paths.disk(op.path, local) if op.expect else self.root / op.path
-                self.paths.check_inside(target)
-                if not matches(target, op.expect):
-                    raise PreconditionFailed(op.path)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(temp, target)
-                placed.append((op.path, os.lstat(target), op))
-            except PreconditionFailed:
-                temp.unlink(missing_ok=True)
-            except OSError as exc:
-                temp.unlink(missing_ok=True)
-                outcome.problems[op.path] = describe(exc)
+        records: a file appears only complete, and is recorded only once that is durable. A
+        new file's temp file has no name at all (`write_unnamed`) and is linked in: its
+        writing is invisible to watchers (a daemon's own inotify would otherwise see five
+        events per download), and a crash leaves nothing behind."""
+        written: list[tuple[p.Download, Path | int]] = []
+        try:
+            for op, data in zip(batch, contents, strict=True):
+                if isinstance(data, BaseException):
+                    outcome.problems[op.path] = describe(data)
+                    continue
+                try:
+                    written.append((op, self._write(op, data)))
+                except PreconditionFailed:
+                    pass  # the next pass looks again
+                except OSError as exc:
+                    outcome.problems[op.path] = describe(exc)
+            if not written:
+                return
+            sync_filesystem(self.temp_dir)
+            placed: list[tuple[str, os.stat_result, p.Download]] = []
+            known_at = time.time_ns()
+            for op, temp in written:
+                try:
+                    placed.append((op.path, self._place(op, temp, local), op))
+                except PreconditionFailed:
+                    pass
+                except OSError as exc:
+                    outcome.problems[op.path] = describe(exc)
+        finally:
+            for _, temp in written:
+                if isinstance(temp, int):
+                    os.close(temp)  # linked, or gone with its last descriptor
+                else:
+                    temp.unlink(missing_ok=True)
         if placed:
             sync_filesystem(self.root)
             self._record_downloads(placed, known_at)
             outcome.done += len(placed)
             outcome.bytes_downloaded += sum(op.remote.size for _, _, op in placed)
+
+    def _write(self, op: p.Download, data: bytes) -> Path | int:
+        """The content of one small download, not visible yet: an unnamed file in its folder
+        (a new file, where the filesystem can) or a temp file in the state folder."""
+        if op.expect is None and self._unnamed:
+            target = self.root / op.path
+            self.paths.check_inside(target)
+            self.paths.make_folders(target.parent)
+            try:
+                return write_unnamed(target.parent, data, NEW_FILE_MODE, op.remote.mtime_ns)
+            except OSError as exc:
+                if exc.errno in _NO_UNNAMED:
+                    self._unnamed = False
+                elif exc.errno != errno.EMFILE:  # (a batch's descriptors past a low limit)
+                    raise
+        return write_temp_file(self.temp_dir, data, NEW_FILE_MODE, op.remote.mtime_ns)
+
+    def _place(self, op: p.Download, temp: Path | int, local: LocalTree) -> os.stat_result:
+        """Put a written download under its name, if its path is still as planned."""
+        target = self.paths.disk(op.path, local) if op.expect else self.root / op.path
+        self.paths.check_inside(target)
+        if isinstance(temp, int):
+            try:
+                link_unnamed(temp, target)  # never over anything: a name taken is a change
+            except FileExistsError:
+                raise PreconditionFailed(op.path) from None
+            return os.lstat(target)
+        if not matches(target, op.expect):
+            raise PreconditionFailed(op.path)
+        self.paths.make_folders(target.parent)
+        os.replace(temp, target)
+        return os.lstat(target)
 
     def _record_downloads(self, placed: list[tuple[str, os.stat_result, p.Download]],
                           known_at: int) -> None:
@@ -157,7 +198,7 @@ class Downloader:
         self.paths.check_inside(target)
         if not matches(target, op.expect):
             raise PreconditionFailed(op.path)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        self.paths.make_folders(target.parent)
         fd, temp_name = tempfile.mkstemp(dir=self.temp_dir, prefix="download-")
         try:
             with os.fdopen(fd, "wb") as handle:

@@ -166,14 +166,14 @@ class Executor:
         self.paths.check_inside(target)
         if not matches(source, op.expect) or os.path.lexists(target):
             raise PreconditionFailed(op.path)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        self.paths.make_folders(target.parent)
         os.rename(source, target)
         self.state.move_synced(op.path, op.to, remote[op.to].rev)
 
     def _create_local_folder(self, op: p.CreateLocalFolder) -> None:
         target = self.root / op.path
         self.paths.check_inside(target)
-        target.mkdir(parents=True, exist_ok=True)
+        self.paths.make_folders(target)
         if target.is_symlink() or not target.is_dir():
             raise PreconditionFailed(op.path)
         st = os.stat(target)

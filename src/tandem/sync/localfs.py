@@ -65,6 +65,19 @@ class FolderPaths:
                 self._real_folders.add(current)
 
 
+    def make_folders(self, folder: Path) -> None:
+        """`folder` and the folders above it, inside the root; never the root itself: a
+        root gone meanwhile (renamed away, unmounted) is not made again empty in its place."""
+        missing = []
+        while folder != self.root and not folder.is_dir():
+            missing.append(folder)
+            folder = folder.parent
+        if not self.root.is_dir():
+            raise PreconditionFailed(f"the sync folder {self.root} is gone")
+        for each in reversed(missing):
+            each.mkdir(exist_ok=True)
+
+
 def describe(exc: BaseException) -> str:
     """One line for a user about a failed local operation."""
     if isinstance(exc, OSError):

@@ -56,8 +56,10 @@ class SendAhead:
         if batch is None or not path.is_relative_to(self.root):
             return None
         if size < MIN_CHUNK:  # placeholders are small, and their text starts so
+            # Never waited for: a scan of many small files ends (and their first commits go)
+            # sooner; what finds the senders busy is sent by the upload after the plan.
             return lambda chunk_id, chunk: (None if chunk.startswith(PLACEHOLDER_HEADER)
-                                            else batch.offer(chunk_id, chunk))
+                                            else batch.offer(chunk_id, chunk, wait=False))
         relative = "/".join(normalize(part) for part in path.relative_to(self.root).parts)
         self.live.start_transfer(relative, size)
         self._large.append(relative)
