@@ -249,7 +249,7 @@ def test_offers_that_do_not_wait_are_dropped_while_every_sender_is_busy(
             offering.join(timeout=30)
             assert not offering.is_alive(), "an offer that does not wait waited"
             kept = set(batch.known)
-            # Two windows held in flight, one filling, the rest dropped.
+            # A window held in flight, one filling, the rest dropped.
             assert 0 < len(kept) < len(ids)
             proxy.holding = False
             proxy.release()

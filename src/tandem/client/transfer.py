@@ -253,7 +253,7 @@ class UploadBatch:
         held back (the scan of many small files, whose commits another device waits for)."""
         if self.offers_failed or chunk_id in self.known:
             return
-        if not wait and len(self.in_flight) >= self.transfers.workers \
+        if not wait and len(self.in_flight) >= self.transfers.workers - 1 \
                 and not self.in_flight[0].done() and (
                 self.waiting_bytes + len(plaintext) >= _QUERY_WINDOW
                 or len(self.waiting) + 1 >= _QUERY_MAX_IDS):
@@ -340,7 +340,7 @@ class UploadBatch:
     def _dispatch(self) -> None:
         if not self.waiting:
             return
-        while len(self.in_flight) >= self.transfers.workers:
+        while len(self.in_flight) >= self.transfers.workers - 1:
             self.in_flight.popleft().result()
         self.in_flight.append(self.transfers._pool.submit(self._send_window, self.waiting))
         self.waiting = {}

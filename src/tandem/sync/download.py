@@ -61,7 +61,7 @@ class Downloader:
             # Workers fetch and decrypt; this thread alone creates files, since threads
             # creating files in one folder mostly wait on that folder's lock.
             batches = _batches(small)
-            fetched = _ordered_map(pool, self._fetch_batch, batches, ahead=3)
+            fetched = _ordered_map(pool, self._fetch_batch, batches, ahead=2)
             for batch, contents in zip(batches, fetched, strict=True):
                 self._place_small_files(batch, contents, local, outcome)
                 for op in batch:
