@@ -1,9 +1,9 @@
 """Two-way sync rules, end to end: real server, two or three clients, `tandem sync --once`.
 
 Each test is one rule of the sync contract (DESIGN.md promises 1-3, CLI.md `tandem sync`),
-driven only through the CLI and checked on the devices' folders and the server. A few rules,
-those that move and store content, run again on the scale-out stack (`ON_SCALE_OUT`: the
-server on PostgreSQL and S3).
+driven only through the CLI and checked on the devices' folders and the server. Every rule
+runs on the embedded server (SQLite, a blob folder) and again on the scale-out stack
+(PostgreSQL, S3 on SeaweedFS).
 """
 
 from __future__ import annotations
@@ -35,20 +35,13 @@ from tests.sync_helpers import (
 CONFLICT = re.compile(r"^doc \(conflicted copy, beta, \d{4}-\d{2}-\d{2} \d{4}\)\.txt$")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["sqlite", "postgresql+s3"])
 def server(request: pytest.FixtureRequest, tmp_path_factory: Any) -> Iterator[RunningServer]:
-    """One server for the module (one more for the tests `ON_SCALE_OUT`); every test signs up
-    its own account on it."""
-    backend = getattr(request, "param", "sqlite")
-    with serving(tmp_path_factory, *backend_args(request, backend)) as running:
+    """One server per backend for the module; every test signs up its own account on it."""
+    with serving(tmp_path_factory, *backend_args(request, request.param)) as running:
         yield running
 
 
-#: Runs a test on the embedded server and again on PostgreSQL + S3 (SeaweedFS).
-ON_SCALE_OUT = pytest.mark.parametrize("server", ["sqlite", "postgresql+s3"], indirect=True)
-
-
-@ON_SCALE_OUT
 def test_first_sync_copies_everything_from_a_to_b(server: RunningServer, tmp_path: Path) -> None:
     a, b = link_devices(server, tmp_path)
     write(a.folder, "notes.txt", "hello\n")
@@ -66,7 +59,6 @@ def test_first_sync_copies_everything_from_a_to_b(server: RunningServer, tmp_pat
     assert changes_applied(a.synced()) == 0 and changes_applied(b.synced()) == 0
 
 
-@ON_SCALE_OUT
 def test_concurrent_edits_keep_both_as_a_conflicted_copy(server: RunningServer,
                                                          tmp_path: Path) -> None:
     a, b, c = link_devices(server, tmp_path, 3)
@@ -166,7 +158,6 @@ def test_rename_and_edit_give_one_file_under_the_new_name(server: RunningServer,
     assert tree_of(b.folder) == expected
 
 
-@ON_SCALE_OUT
 def test_folder_rename_propagates_as_a_move(server: RunningServer, tmp_path: Path) -> None:
     a, b = link_devices(server, tmp_path)
     for index in range(4):
@@ -351,7 +342,6 @@ def test_a_downloaded_file_is_known_without_reading_it_and_its_later_edit_is_see
     assert (a.folder / "docs" / "report.txt").read_bytes() == b"version two"
 
 
-@ON_SCALE_OUT
 def test_an_edit_inside_a_large_file_moves_only_the_changed_chunks_both_ways(
         server: RunningServer, tmp_path: Path) -> None:
     a, b = link_devices(server, tmp_path)
