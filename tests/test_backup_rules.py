@@ -1,14 +1,17 @@
 """The pure parts of backups: retention (a table of named cases on an injected clock),
-schedules, and the snapshot document."""
+schedules, the snapshot document, and which backup `restore DIR --device --snapshot` means."""
 
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import pytest
 
 from tandem.backup import document
+from tandem.backup.catalog import AccountBackup, find
 from tandem.backup.document import DocumentError, Item
+from tandem.backup.local import BackupError
 from tandem.backup.retention import Policy, kept
 from tandem.backup.schedule import format_duration, is_due, next_run, parse_duration
 
@@ -117,3 +120,53 @@ def test_select() -> None:
     assert [rel for _, rel in document.select(items, "b/empty") or []] == ["empty"]
     assert document.select(items, "missing") is None
     assert document.select(items, "b/em") is None
+
+
+def backup(backup_id: str, folder: str | None, device: str, this_device: bool = False) -> AccountBackup:
+    return AccountBackup(backup_id, folder, device * 8, device, this_device, 1, 0)
+
+
+#: Backups of one account: device "aa" is this one; "bb" and "cc" backed /data up too, and
+#: "bb" has two backups of it (its config was lost once); "dd"'s folder could not be read.
+CATALOG = [backup("1", "/data", "aa", True), backup("2", "/data", "bb"), backup("3", "/data", "bb"),
+           backup("4", "/data", "cc"), backup("5", "/photos", "cc"), backup("6", None, "dd")]
+SNAPSHOTS = {"1": ["a1"], "2": ["b2"], "3": ["b3", "b30"], "4": ["c4"], "5": ["c5"], "6": ["d6"]}
+
+FIND_CASES = [
+    ("this device's first", "/data", None, None, "1"),
+    ("this device's first, latest", "/data", None, "latest", "1"),
+    ("another device's only one", "/photos", None, None, "5"),
+    ("a trailing slash is the same folder", "/photos/", None, None, "5"),
+    ("--device by name", "/data", "cc", None, "4"),
+    ("--device by id prefix", "/data", "cccc", None, "4"),
+    ("--snapshot finds the backup holding it", "/data", None, "B3", "3"),
+    ("--snapshot within a device", "/data", "bb", "b2", "2"),
+    ("two backups on one device", "/data", "bb", None, "has 2 backups: on bb"),
+    ("a prefix two backups hold", "/data", None, "b", "has 2 backups"),
+    ("an empty prefix holds nothing", "/data", None, "", "is not a snapshot"),
+    ("a snapshot of another folder", "/photos", None, "c4", "is not a snapshot"),
+    ("no such device", "/data", "zz", None, "no device called 'zz' has backups (devices with"
+     " backups: aa, bb, cc, dd)"),
+    ("no backup of the folder on that device", "/photos", "bb", None, "no backup of /photos on bb"),
+    ("no backup of the folder", "/else", None, None, "no backup of /else: /data on this device"),
+]
+
+
+@pytest.mark.parametrize(("folder", "device", "wanted", "expected"),
+                         [case[1:] for case in FIND_CASES], ids=[case[0] for case in FIND_CASES])
+def test_which_backup_a_restore_means(folder: str, device: str | None, wanted: str | None,
+                                      expected: str) -> None:
+    def found() -> str:
+        return find(CATALOG, Path(folder), device, wanted, SNAPSHOTS.__getitem__).id
+
+    if expected.isdigit():
+        assert found() == expected
+    else:
+        with pytest.raises(BackupError) as refused:
+            found()
+        assert expected in str(refused.value)
+
+
+def test_an_account_with_no_backup_says_so() -> None:
+    with pytest.raises(BackupError, match="no backup of /data: this account has no backup"):
+        find([], Path("/data"), None, None, SNAPSHOTS.__getitem__)

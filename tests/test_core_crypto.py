@@ -85,6 +85,24 @@ def test_names_are_deterministic_per_folder_and_bound_to_it() -> None:
         KEYS.decrypt_name(parent_b, sealed)
 
 
+
+def test_labels_are_bound_to_their_owner_and_padded() -> None:
+    backup_a, backup_b = "a" * 32, "b" * 32
+    sealed = KEYS.encrypt_label(backup_a, "/home/ünïcode/Photos")
+    assert sealed != KEYS.encrypt_label(backup_a, "/home/ünïcode/Photos")  # random nonce
+    assert KEYS.decrypt_label(backup_a, sealed) == "/home/ünïcode/Photos"
+    # Only a rough length shows: every path up to 64 bytes seals to the same length.
+    assert len(KEYS.encrypt_label(backup_a, "/x")) == len(KEYS.encrypt_label(backup_a, "/" + "y" * 63))
+    for wrong_owner, ciphertext in ((backup_b, sealed), (backup_a, sealed[:-1] + b"\x00"),
+                                    (backup_a, b"\x02" + sealed[1:]), (backup_a, b"")):
+        with pytest.raises(DecryptionError):
+            KEYS.decrypt_label(wrong_owner, ciphertext)
+    with pytest.raises(DecryptionError):
+        AccountKeys(os.urandom(32)).decrypt_label(backup_a, sealed)
+    for bad in ("", "nul\x00inside", "x" * 4097):
+        with pytest.raises(ValueError):
+            KEYS.encrypt_label(backup_a, bad)
+
 @pytest.mark.parametrize(
     ("params", "allow_weak", "ok"),
     [

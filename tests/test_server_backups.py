@@ -1,5 +1,6 @@
-"""Backup snapshots over HTTP: create, list, get, delete; GC keeps what live snapshots reference;
-hostile input is a 4xx; another account's snapshots answer as unknown ones (404)."""
+"""Backup snapshots over HTTP: create, list, get, delete; every device's backups listed with
+their sealed labels; GC keeps what live snapshots reference; hostile input is a 4xx; another
+account's snapshots answer as unknown ones (404)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,17 @@ from typing import Any
 import httpx
 import pytest
 
+from tandem.core.encoding import b64decode, b64encode
 from tests.conftest import BACKENDS, RunningServer, backend_args
-from tests.helpers_api import Account, error_code, fresh_email, make_account, serving, upload_chunk
+from tests.helpers_api import (
+    Account,
+    error_code,
+    fresh_email,
+    login,
+    make_account,
+    serving,
+    upload_chunk,
+)
 from tests.helpers_storage import blob_exists, chunk_blob
 
 
@@ -77,6 +87,33 @@ def test_retried_create_answers_with_the_stored_snapshot(acct: Account) -> None:
     assert clash.status_code == 409 and error_code(clash) == "snapshot_exists"
 
 
+def test_every_devices_backups_are_listed_with_their_labels(srv: RunningServer,
+                                                            acct: Account) -> None:
+    """A new device finds the backups of every device: by id, with the device that made it,
+    the count, the newest snapshot, and the label only the account's keys open."""
+    desk = login(srv.url, acct.email, device_name="desk")
+    try:
+        photos, music = sorted([new_id(), new_id()])
+        sealed = acct.keys.encrypt_label(photos, "/home/me/Photos")
+        create(acct, photos, {**snapshot_body(acct, b"p1", taken=10), "label": b64encode(sealed)})
+        newest = create(acct, photos, snapshot_body(acct, b"p2", taken=30))  # no label: older client
+        assert newest["label"] is None
+        create(desk, music, {**snapshot_body(desk, b"m", taken=20),
+                             "label": b64encode(desk.keys.encrypt_label(music, "/srv/music"))})
+        response = desk.client.get("/backups")
+        assert response.status_code == 200, response.text
+        listed = response.json()["backups"]
+        assert [(b["id"], b["device_id"], b["device_name"], b["snapshots"], b["newest_taken_at_ns"])
+                for b in listed] == [(photos, acct.device_id, "test device", 2, 30),
+                                     (music, desk.device_id, "desk", 1, 20)]
+        assert listed[0]["newest_snapshot_id"] == newest["id"]
+        assert desk.keys.decrypt_label(photos, b64decode(listed[0]["label"])) == "/home/me/Photos"
+        assert acct.keys.decrypt_label(music, b64decode(listed[1]["label"])) == "/srv/music"
+        assert listed == acct.client.get("/backups").json()["backups"]
+    finally:
+        desk.close()
+
+
 def test_a_snapshot_needs_every_chunk_stored(acct: Account) -> None:
     body = snapshot_body(acct, b"present")
     absent = "ab" * 32
@@ -121,6 +158,7 @@ def test_other_accounts_snapshots_are_invisible(srv: RunningServer, acct: Accoun
         body["chunks"] = [mine["document"][0][0]]
         response = other.client.post(f"/backups/{backup}/snapshots", json=body)
         assert error_code(response) == "missing_chunks"
+        assert other.client.get("/backups").json() == {"backups": []}
     finally:
         other.close()
     assert listed(acct, backup) == [mine["id"]]
@@ -139,6 +177,11 @@ def test_other_accounts_snapshots_are_invisible(srv: RunningServer, acct: Accoun
     lambda b: b.update(chunks="ab" * 32),
     lambda b: b.update(extra=1),
     lambda b: b.pop("document"),
+    lambda b: b.update(label="not base64!"),
+    lambda b: b.update(label="A" * 41),
+    lambda b: b.update(label="short"),
+    lambda b: b.update(label="A" * 6000),
+    lambda b: b.update(label=["x"]),
 ])
 def test_hostile_snapshot_bodies_are_refused(acct: Account, mutate: Any) -> None:
     body = snapshot_body(acct, b"x")

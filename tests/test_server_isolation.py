@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from tandem.core.crypto import AccountKeys, new_master_key
+from tandem.core.encoding import b64encode
 from tandem.core.wire import ROOT_ID
 from tests.conftest import BACKENDS, RunningServer, backend_args
 from tests.helpers_api import (
@@ -79,7 +80,7 @@ def owner(srv: RunningServer) -> Owned:
     backup_id, document = new_node_id(), upload_chunk(a, b"alice's backup document")
     created = a.client.post(f"/backups/{backup_id}/snapshots", json={
         "id": new_node_id(), "taken_at_ns": 1, "size": 0, "files": 0, "document": [document],
-        "chunks": []})
+        "chunks": [], "label": b64encode(a.keys.encrypt_label(backup_id, "/home/alice/private"))})
     assert created.status_code == 201, created.text
     return Owned(a, folder, file, trashed, chunk_id, other_device, backup_id, created.json()["id"])
 
@@ -101,6 +102,7 @@ def snapshot(owned: Owned) -> dict[str, Any]:
         "devices": [(d["id"], d["revoked_at"]) for d in a.client.get("/devices").json()["devices"]],
         "used": a.client.get("/account").json()["used_bytes"],
         "snapshots": a.client.get(f"/backups/{owned.backup_id}/snapshots").json(),
+        "backups": a.client.get("/backups").json(),
     }
 
 
@@ -164,7 +166,7 @@ PROBED = {
 }
 #: Operations that name no id another account could own: they act on the caller's account.
 OWN_DATA_ONLY = {"GET /devices", "GET /account", "GET /tree", "GET /changes", "GET /trash",
-                 "POST /gc", "POST /auth/logout", "POST /chunks/pack"}
+                 "POST /gc", "POST /auth/logout", "POST /chunks/pack", "GET /backups"}
 #: Operations that need no device token.
 PUBLIC = {"POST /auth/prelogin", "POST /auth/signup", "POST /auth/login", "GET /health"}
 
@@ -212,6 +214,11 @@ def test_foreign_trash_and_tree_are_invisible(owner: Owned, intruder: Account) -
     assert not {c["id"] for c in changes} & {owner.folder["id"], owner.file["id"]}
     devices = {d["id"] for d in intruder.client.get("/devices").json()["devices"]}
     assert devices == {intruder.device_id}
+    # B's backups are its own (a snapshot B files under A's backup id is B's, not A's).
+    backups = intruder.client.get("/backups").json()["backups"]
+    assert all(b["device_id"] == intruder.device_id for b in backups)
+    assert owner.account.client.get("/backups").json()["backups"][0]["device_id"] == (
+        owner.account.device_id)
 
 
 def test_same_node_id_in_two_accounts_are_separate_nodes(owner: Owned, intruder: Account) -> None:

@@ -203,6 +203,7 @@ def test_chunks_of_the_layout_before_packs_are_read_and_collected_after_the_migr
         db.executescript(
             "DROP INDEX chunks_pack; ALTER TABLE chunks DROP COLUMN pack;"
             " ALTER TABLE chunks DROP COLUMN pack_offset; DROP TABLE packs;"
+            " ALTER TABLE snapshots DROP COLUMN label;"
             " DELETE FROM schema_version WHERE version > 2;")
         for chunk_id, ciphertext, _ in old:
             db.execute("INSERT INTO chunks (account_id, id, size, created_at) VALUES (?, ?, ?, 0)",

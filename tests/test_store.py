@@ -16,7 +16,7 @@ import pytest
 
 from tandem.core.wire import ROOT_ID
 from tandem.server.store import StoreError, open_store
-from tandem.server.store.base import Retention
+from tandem.server.store.base import Retention, Snapshot
 from tandem.server.store.sql import SqlStore
 from tests.conftest import BACKENDS
 from tests.postgres import PostgresCluster
@@ -259,6 +259,37 @@ def test_accounts_do_not_see_each_other(store: SqlStore) -> None:
     store.record_chunks(owner, [(chunk("mine"), 5)], T0)
     assert store.missing_chunks(other, [chunk("mine")]) == [chunk("mine")]
     assert store.chunk_size(other, chunk("mine")) is None
+
+
+# ---- backups -------------------------------------------------------------------------------
+
+def test_backups_are_listed_across_devices_with_their_newest_label(store: SqlStore) -> None:
+    owner, other = new_account(store), new_account(store)
+    laptop, desk = nid(), nid()
+    store.add_device(owner, laptop, "laptop", secrets.token_bytes(32), T0)
+    store.add_device(owner, desk, "desk", secrets.token_bytes(32), T0)
+    store.record_chunks(owner, [(chunk("doc"), 9), (chunk("file"), 5)], T0)
+    photos, music = sorted([nid(), nid()])
+
+    def snap(backup: str, device: str, taken: int, label: bytes | None) -> Snapshot:
+        made = Snapshot(nid(), backup, None, taken, T0, 5, 1, [(chunk("doc"), 9)], label)
+        return store.create_snapshot(owner, device, made, [chunk("file")])
+
+    snap(photos, laptop, 10, b"sealed photos")
+    newest = snap(photos, laptop, 30, None)  # from a client that sends no label
+    snap(music, desk, 20, b"sealed music")
+    listed = store.backups(owner)
+    assert [(b.id, b.device_id, b.device_name, b.snapshots, b.newest_taken_at_ns,
+             b.newest_snapshot_id, b.label) for b in listed] == [
+        (photos, laptop, "laptop", 2, 30, newest.id, b"sealed photos"),
+        (music, desk, "desk", 1, 20, listed[1].newest_snapshot_id, b"sealed music")]
+    assert store.snapshot(owner, listed[1].newest_snapshot_id).label == b"sealed music"
+    assert store.backups(other) == []
+    # What a snapshot references stays through GC; a backup with no snapshot is no backup.
+    assert store.collect_garbage(owner, T0 + DAY).chunks == []
+    for snapshot in store.snapshots(owner, music):
+        store.delete_snapshot(owner, snapshot.id)
+    assert [b.id for b in store.backups(owner)] == [photos]
 
 
 # ---- history -----------------------------------------------------------------------------

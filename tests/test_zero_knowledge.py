@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import os
 
+from tandem.core.encoding import b64encode
 from tandem.core.wire import ROOT_ID, encode_upload_frame
 from tests.conftest import RunningServer, stop_server
 from tests.helpers_api import (
@@ -17,6 +18,7 @@ from tests.helpers_api import (
     make_account,
     mkdir,
     move_op,
+    new_node_id,
     node,
     put_file,
     seal,
@@ -63,6 +65,15 @@ def test_server_data_holds_no_plaintext(server: RunningServer) -> None:
         frames.append(encode_upload_frame(chunk_id, content_hash(ciphertext), ciphertext))
     assert account.client.post("/chunks/pack", content=b"".join(frames)).json()["stored"] == 5
     assert node(account, folder["id"])["state"] == "live"
+    # A backup's folder travels as a label sealed by the client, so other devices can list it.
+    backup_id = new_node_id()
+    label = b64encode(account.keys.encrypt_label(backup_id, f"/home/{NAME_MARKER}/photos"))
+    document = upload_chunk(account, f'{{"source":"/home/{NAME_MARKER}/photos"}}'.encode())
+    created = account.client.post(f"/backups/{backup_id}/snapshots", json={
+        "id": new_node_id(), "taken_at_ns": 1, "size": 0, "files": 0, "document": [document],
+        "chunks": [], "label": label})
+    assert created.status_code == 201, created.text
+    assert account.client.get("/backups").json()["backups"][0]["label"] == label
     needles = {**{f"name {k}": v for k, v in encodings(NAME_MARKER).items()},
                **{f"content {k}": v for k, v in encodings(CONTENT_MARKER).items()}}
 

@@ -83,8 +83,8 @@ class BackupHome:
     def get(self, folder: Path) -> Backup:
         found = self.find(folder)
         if found is None:
-            raise BackupError(f"{folder} is not backed up from this device:"
-                              " see `tandem backup list`, or `tandem backup add DIR`")
+            raise BackupError(f"{folder} is not backed up from this device: see `tandem backup"
+                              " list` (`--all-devices` for every device's), or `tandem backup add DIR`")
         return found
 
     def _dir(self, backup_id: str) -> Path:

@@ -21,7 +21,7 @@ from typing import Any
 
 from tandem.backup import document
 from tandem.backup.document import Item
-from tandem.backup.local import Backup, BackupError
+from tandem.backup.local import BackupError
 from tandem.client.transfer import NEW_FILE_MODE, Transfers
 
 #: Files written at once (each fetches its chunks through the transfer pool).
@@ -47,18 +47,19 @@ def load_items(transfers: Transfers, snapshot: dict[str, Any]) -> list[Item]:
     return document.decode(data)[1]
 
 
-def choose(transfers: Transfers, backup: Backup, wanted: str | None,
+def choose(transfers: Transfers, backup_id: str, folder: str, wanted: str | None,
            subpath: str) -> tuple[dict[str, Any], list[tuple[Item, str]]]:
-    """The snapshot to restore from and what to restore from it (item, path under DEST)."""
-    snapshots = transfers.api.snapshots(backup.id)
+    """The snapshot of backup `backup_id` (of `folder`, whichever device made it) to restore
+    from, and what to restore from it (item, path under DEST)."""
+    snapshots = transfers.api.snapshots(backup_id)
     if not snapshots:
-        raise BackupError(f"{backup.folder} has no snapshot yet: run `tandem backup run`")
+        raise BackupError(f"{folder} has no snapshot yet: run `tandem backup run`")
     candidates = [_by_id(snapshots, wanted)] if wanted is not None else snapshots[::-1]
     for snapshot in candidates:
         selection = document.select(load_items(transfers, snapshot), subpath)
         if selection is not None:
             return snapshot, selection
-    where = f"snapshot {wanted}" if wanted is not None else f"any snapshot of {backup.folder}"
+    where = f"snapshot {wanted}" if wanted is not None else f"any snapshot of {folder}"
     raise BackupError(f"{subpath} is not in {where}: see `tandem backup list`")
 
 

@@ -25,6 +25,7 @@ from tandem.backup.retention import kept
 from tandem.client.account import Session
 from tandem.client.api import ApiError, ClientError
 from tandem.client.transfer import FileChangedError, Transfers, TransferStats, UploadResult
+from tandem.core.encoding import b64encode
 from tandem.sync.ignore import IgnoreRules
 from tandem.sync.model import LocalTree, content_id
 from tandem.sync.scanner import FileChangedWhileReading, Hasher, ScanResult, scan
@@ -133,6 +134,8 @@ class _Run:
             "id": snapshot_id, "taken_at_ns": int(started * 1e9),
             "size": sum(i.size for i in files), "files": len(files), "document": doc_manifest,
             "chunks": sorted({c for i in files for c, _ in i.manifest}),
+            # Sealed, so the server never sees the path; any device of the account opens it.
+            "label": b64encode(self.session.keys.encrypt_label(self.backup.id, self.backup.folder)),
         })
         self.local.save_cache(self.backup.id, {i.path: result.tree[i.path] for i in items},
                               manifests)

@@ -1,7 +1,9 @@
 """`tandem backup`: folders copied to the cloud upload-only, as snapshots, and restored.
 
 Deleting the originals after a backup deletes nothing in the cloud: a snapshot only ever
-records what was there. Progress shows on a terminal; errors are one line and exit 1.
+records what was there. Any device of the account lists and restores every device's backups
+(`list --all-devices`, `restore --device`), so losing the computer loses nothing. Progress
+shows on a terminal; errors are one line and exit 1.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 import click
 
+from tandem.backup import catalog
 from tandem.backup.daemon import overview, when
 from tandem.backup.document import check_path
 from tandem.backup.local import Backup, BackupError, BackupHome
@@ -132,9 +135,14 @@ def _run_one(session: Session, local: BackupHome, entry: Backup) -> bool:
 @backup.command("list")
 @click.argument("folder", required=False, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.option("--all-devices", is_flag=True,
+              help="Every device's backups (FOLDER as that device had it), to restore here.")
 @friendly_errors
-def list_(folder: Path | None, as_json: bool) -> None:
+def list_(folder: Path | None, as_json: bool, all_devices: bool) -> None:
     """Show backed-up folders, their schedules and snapshots."""
+    if all_devices:
+        _list_all_devices(folder, as_json)
+        return
     where = home()
     local = BackupHome(where)
     wanted = {local.get(folder).folder} if folder else None
@@ -151,13 +159,45 @@ def list_(folder: Path | None, as_json: bool) -> None:
         print_json({"backups": rows})
         return
     if not rows:
-        click.echo("No backups: add one with `tandem backup add DIR`.")
+        click.echo("No backups from this device: add one with `tandem backup add DIR`"
+                   " (other devices' backups: `tandem backup list --all-devices`).")
     for row in rows:
         schedule = f"every {format_duration(row['every'])}" if row["every"] else "by hand"
         state = "removed, snapshots kept" if row["removed"] else (
             f"{schedule}, last run {when(row['last_run'])}"
             + (f", next {when(row['next_run'])}" if row["next_run"] else ""))
         click.echo(f"{row['folder']} ({state})")
+        for snap in row["snapshots"]:
+            click.echo(f"  {snap['id'][:8]}  {snap['time']}  {snap['files']:>7} file(s)"
+                       f"  {human_size(snap['size'])}")
+
+
+def _list_all_devices(folder: Path | None, as_json: bool) -> None:
+    """Every backup of the account with a snapshot, whichever device made it."""
+    session = Session.open(home())
+    try:
+        with Transfers(session.api, session.keys) as transfers:
+            found = catalog.account_backups(transfers, session.device.device_id)
+            if folder is not None:
+                paths = catalog.spellings(folder)
+                found = [b for b in found if b.folder in paths]
+                if not found:
+                    raise BackupError(f"no device has a backup of {folder}: see"
+                                      " `tandem backup list --all-devices`")
+            rows = [{"id": b.id, "folder": b.folder, "device_id": b.device_id,
+                     "device_name": b.device_name, "this_device": b.this_device,
+                     "newest_taken_at_ns": b.newest_taken_at_ns,
+                     "snapshots": [_snapshot_row(s) for s in session.api.snapshots(b.id)]}
+                    for b in found]
+    finally:
+        session.close()
+    if as_json:
+        print_json({"backups": rows})
+        return
+    if not rows:
+        click.echo("No backups on any device of this account.")
+    for row, entry in zip(rows, found, strict=True):
+        click.echo(entry.describe())
         for snap in row["snapshots"]:
             click.echo(f"  {snap['id'][:8]}  {snap['time']}  {snap['files']:>7} file(s)"
                        f"  {human_size(snap['size'])}")
@@ -195,17 +235,30 @@ def remove(folder: Path) -> None:
 @click.option("--to", "dest", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="The folder to restore into.")
 @click.option("--overwrite", is_flag=True, help="Replace files that exist at the destination.")
+@click.option("--device", default=None, metavar="NAME",
+              help="The device that backed FOLDER up (its name or id prefix); default: this"
+              " device's backup of FOLDER, else the only device's that has one.")
 @friendly_errors
 def restore_command(folder: Path, snapshot_id: str | None, subpath: str | None, dest: Path,
-                    overwrite: bool) -> None:
-    """Restore FOLDER (or --path inside it) from a snapshot into --to."""
+                    overwrite: bool, device: str | None) -> None:
+    """Restore FOLDER (or --path inside it) from a snapshot into --to; FOLDER as the device
+    that backed it up had it."""
     where = home()
-    entry = BackupHome(where).get(folder)
-    relative = _relative(entry.folder, subpath) if subpath else ""
+    own = BackupHome(where).find(folder) if device is None else None
     session = Session.open(where)
     try:
         with Transfers(session.api, session.keys) as transfers:
-            snapshot, selection = choose(transfers, entry, snapshot_id, relative)
+            if own is not None and snapshot_id in (None, "latest"):
+                backup_id, source_folder, origin = own.id, own.folder, ""
+            else:
+                # Another device's backup, or a snapshot this device's backup may not hold.
+                found = catalog.find(
+                    catalog.account_backups(transfers, session.device.device_id), folder,
+                    device, snapshot_id, lambda b: [s["id"] for s in session.api.snapshots(b)])
+                backup_id, source_folder = found.id, str(found.folder)
+                origin = "" if found.this_device else f" of {found.folder} on {found.device_name}"
+            relative = _relative(source_folder, subpath) if subpath else ""
+            snapshot, selection = choose(transfers, backup_id, source_folder, snapshot_id, relative)
             progress = RestoreProgress()
             start = time.monotonic()
 
@@ -220,7 +273,7 @@ def restore_command(folder: Path, snapshot_id: str | None, subpath: str | None, 
         session.close()
     taken = dt.datetime.fromtimestamp(snapshot["taken_at_ns"] / 1e9).strftime("%Y-%m-%d %H:%M")
     click.echo(f"Restored {progress.files} file(s), {progress.bytes_total} bytes, from snapshot"
-               f" {snapshot['id'][:8]} ({taken}) to {dest}.")
+               f" {snapshot['id'][:8]} ({taken}){origin} to {dest}.")
 
 
 def _relative(folder: str, subpath: str) -> str:

@@ -243,6 +243,10 @@ class ApiClient:
     def create_snapshot(self, backup_id: str, body: dict[str, Any]) -> dict[str, Any]:
         return self._json("POST", f"/backups/{backup_id}/snapshots", json=body)  # type: ignore[no-any-return]
 
+    def backups(self) -> list[dict[str, Any]]:
+        """Every backup of the account, whichever device made it."""
+        return self._json("GET", "/backups")["backups"]  # type: ignore[no-any-return]
+
     def snapshots(self, backup_id: str) -> list[dict[str, Any]]:
         return self._json("GET", f"/backups/{backup_id}/snapshots")["snapshots"]  # type: ignore[no-any-return]
 

@@ -3,8 +3,9 @@
 The server never sees a password, a name or content (DESIGN.md promise 7). From the password
 Argon2id derives a login root; HKDF splits it into an *auth secret* (sent instead of the
 password) and a *key-encryption key* that wraps the random master key. From the master key
-HKDF derives the chunk-id key (keyed BLAKE3), the content key (AES-256-GCM) and the name key
-(AES-SIV, deterministic so the server can enforce unique names per folder on ciphertext).
+HKDF derives the chunk-id key (keyed BLAKE3), the content key (AES-256-GCM), the name key
+(AES-SIV, deterministic so the server can enforce unique names per folder on ciphertext) and
+the label key (AES-256-GCM: what a backup is of, readable by every device of the account).
 """
 
 from __future__ import annotations
@@ -31,6 +32,12 @@ TAG_BYTES = 16
 CHUNK_OVERHEAD = 1 + NONCE_BYTES + TAG_BYTES
 CHUNK_FORMAT_V1 = 1
 SIV_OVERHEAD = 16
+LABEL_FORMAT_V1 = 1
+#: Labels are padded to a multiple of this many bytes, so their ciphertext tells the server a
+#: folder path's length only to within this much.
+LABEL_PADDING = 64
+#: The longest label text (bytes of UTF-8): a path of the longest Linux allows.
+MAX_LABEL_TEXT = 4096
 
 
 class DecryptionError(Exception):
@@ -174,6 +181,7 @@ class AccountKeys:
         self._chunk_id_key = _hkdf(master_key, b"tandem/v1/chunk-id")
         self._content = AESGCM(_hkdf(master_key, b"tandem/v1/content"))
         self._names = AESSIV(_hkdf(master_key, b"tandem/v1/names", length=64))
+        self._labels = AESGCM(_hkdf(master_key, b"tandem/v1/labels"))
 
     def chunk_id(self, plaintext: bytes | memoryview) -> str:
         """Keyed BLAKE3 of the plaintext: dedups within the account, tells the server nothing."""
@@ -220,3 +228,31 @@ class AccountKeys:
             return raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise DecryptionError("a name is not valid UTF-8") from exc
+
+    def encrypt_label(self, owner_id: str, text: str) -> bytes:
+        """A short text another device must read (a backup's source folder), sealed with the
+        label key, the id of what it labels as associated data (a server cannot move a label
+        to another backup) and NUL padding (only a rough length shows)."""
+        raw = text.encode("utf-8")
+        if not raw or b"\x00" in raw or len(raw) > MAX_LABEL_TEXT:
+            raise ValueError("a label is 1 to 4096 bytes of text without NUL")
+        padded = raw + b"\x00" * (-len(raw) % LABEL_PADDING)
+        nonce = secrets.token_bytes(NONCE_BYTES)
+        sealed = self._labels.encrypt(nonce, padded, _label_ad(owner_id))
+        return bytes([LABEL_FORMAT_V1]) + nonce + sealed
+
+    def decrypt_label(self, owner_id: str, ciphertext: bytes) -> str:
+        if len(ciphertext) < 1 + NONCE_BYTES + TAG_BYTES or ciphertext[0] != LABEL_FORMAT_V1:
+            raise DecryptionError("not a Tandem label")
+        try:
+            padded = self._labels.decrypt(ciphertext[1 : 1 + NONCE_BYTES],
+                                          ciphertext[1 + NONCE_BYTES :], _label_ad(owner_id))
+            return padded.rstrip(b"\x00").decode("utf-8")
+        except InvalidTag as exc:
+            raise DecryptionError("a label failed authentication") from exc
+        except UnicodeDecodeError as exc:
+            raise DecryptionError("a label is not valid UTF-8") from exc
+
+
+def _label_ad(owner_id: str) -> bytes:
+    return b"tandem/v1/label:" + owner_id.encode("ascii")

@@ -102,6 +102,22 @@ class Snapshot:
     size: int
     files: int
     document: list[tuple[str, int]] = field(default_factory=list)
+    #: The backup's source folder sealed by the client (opaque here); None from older clients.
+    label: bytes | None = None
+
+
+@dataclass
+class BackupSummary:
+    """One backup of an account as a new device finds it: which device made it (its newest
+    snapshot's), how many snapshots and the newest, and the newest label one carries."""
+
+    id: str
+    device_id: str | None
+    device_name: str | None
+    snapshots: int
+    newest_taken_at_ns: int
+    newest_snapshot_id: str
+    label: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -199,6 +215,7 @@ class MetadataStore(Protocol):
     def create_snapshot(self, account_id: int, device_id: str, snapshot: Snapshot,
                         chunk_ids: list[str]) -> Snapshot: ...
     def snapshots(self, account_id: int, backup_id: str) -> list[Snapshot]: ...
+    def backups(self, account_id: int) -> list[BackupSummary]: ...
     def snapshot(self, account_id: int, snapshot_id: str) -> Snapshot: ...
     def delete_snapshot(self, account_id: int, snapshot_id: str) -> None: ...
 

@@ -126,4 +126,10 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (account_id, id)
     );
     """,
+    # Backup labels: each snapshot may carry its backup's source folder, sealed by the client
+    # (label key, backup id as associated data), so another device of the account can list
+    # and restore the backup. Snapshots from before have none (their document names it).
+    """
+    ALTER TABLE snapshots ADD COLUMN label {blob};
+    """,
 ]

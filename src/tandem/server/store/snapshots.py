@@ -1,9 +1,9 @@
 """Backup snapshots in portable SQL: create (every referenced chunk must be stored), list, get,
-delete, and the chunk ids GC must keep.
+delete, the account's backups across devices, and the chunk ids GC must keep.
 
 The server never sees a snapshot's names or contents: only the manifest of its encrypted
 document, the ids of the chunks it references (keyed hashes, already visible), its time,
-total size and file count.
+total size and file count, and its backup's label as the client sealed it.
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
-from tandem.server.store.base import Snapshot, StoreError, not_found
+from tandem.server.store.base import BackupSummary, Snapshot, StoreError, not_found
 from tandem.server.store.batch import BatchApplier, manifest_from_json
 
 if TYPE_CHECKING:
     from tandem.server.store.tx import Tx
 
-_COLUMNS = "id, backup_id, device_id, taken_at_ns, created_at, size, files, document"
+_COLUMNS = "id, backup_id, device_id, taken_at_ns, created_at, size, files, document, label"
 #: How many missing ids a refusal lists (the client uploads them and retries).
 _MISSING_SHOWN = 1000
 
@@ -28,7 +28,8 @@ _MISSING_SHOWN = 1000
 def _snapshot(row: Sequence[Any]) -> Snapshot:
     return Snapshot(id=row[0], backup_id=row[1], device_id=row[2], taken_at_ns=row[3],
                     created_at=row[4], size=row[5], files=row[6],
-                    document=manifest_from_json(row[7]))
+                    document=manifest_from_json(row[7]),
+                    label=bytes(row[8]) if row[8] is not None else None)
 
 
 def referenced_chunks(tx: Tx, account_id: int) -> Iterator[str]:
@@ -67,11 +68,12 @@ class SnapshotRules:
                                  missing=missing[:_MISSING_SHOWN])
             tx.run(
                 "INSERT INTO snapshots (account_id, id, backup_id, device_id, taken_at_ns,"
-                " created_at, size, files, document, chunks) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " created_at, size, files, document, chunks, label)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (account_id, snapshot.id, snapshot.backup_id, device_id, snapshot.taken_at_ns,
                  snapshot.created_at, snapshot.size, snapshot.files,
                  json.dumps(snapshot.document, separators=(",", ":")),
-                 json.dumps(referenced, separators=(",", ":"))),
+                 json.dumps(referenced, separators=(",", ":")), snapshot.label),
             )
         snapshot.device_id = device_id
         return snapshot
@@ -82,6 +84,26 @@ class SnapshotRules:
             rows = tx.all(f"SELECT {_COLUMNS} FROM snapshots WHERE account_id = ? AND backup_id = ?"
                           " ORDER BY taken_at_ns, id", (account_id, backup_id))
         return [_snapshot(row) for row in rows]
+
+    def backups(self, account_id: int) -> list[BackupSummary]:
+        """Every backup of the account, whichever device made it, by id: so a device that
+        made none can find a lost one's. One pass over the snapshot rows (not their chunk
+        lists): retention keeps them to a few hundred per backup."""
+        with self._transaction(write=False) as tx:
+            rows = tx.all("SELECT s.backup_id, s.id, s.taken_at_ns, s.device_id, d.name, s.label"
+                          " FROM snapshots s LEFT JOIN devices d"
+                          " ON d.account_id = s.account_id AND d.id = s.device_id"
+                          " WHERE s.account_id = ? ORDER BY s.backup_id, s.taken_at_ns, s.id",
+                          (account_id,))
+        found: dict[str, BackupSummary] = {}
+        for backup_id, snapshot_id, taken_at_ns, device_id, device_name, label in rows:
+            summary = found.setdefault(backup_id, BackupSummary(backup_id, None, None, 0, 0, ""))
+            summary.snapshots += 1
+            summary.device_id, summary.device_name = device_id, device_name
+            summary.newest_taken_at_ns, summary.newest_snapshot_id = taken_at_ns, snapshot_id
+            if label is not None:
+                summary.label = bytes(label)
+        return list(found.values())
 
     def snapshot(self, account_id: int, snapshot_id: str) -> Snapshot:
         with self._transaction(write=False) as tx:
