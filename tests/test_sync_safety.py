@@ -188,8 +188,8 @@ def test_a_file_changed_while_uploading_is_not_committed_as_that_version(
     - the pass scanned the file itself, so the upload knows its manifest and first asks the
       server which chunks are missing (held there, before reading anything);
     - an earlier pass scanned it (and could not reach the server), so this one reads it whole
-      while sending: four queries held (one per upload worker) means the reader has read
-      16 MiB or more and stops at about 24-30 MiB, mid-file."""
+      while sending: three queries held (the windows in flight) means the reader has read
+      12 MiB or more and stops at about 16-20 MiB, mid-file."""
     (b,) = link_devices(shared, tmp_path, 1)
     b.synced()  # B only looks at the cloud's versions (its folder is known from now on)
     proxy = HoldingProxy(shared.url, b"POST /chunks/missing")
@@ -212,7 +212,7 @@ def test_a_file_changed_while_uploading_is_not_committed_as_that_version(
             env={**os.environ, "TANDEM_HOME": str(a.home)}, stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
-            queries = 4 if scanned_earlier else 1
+            queries = 3 if scanned_earlier else 1
             wait_until(lambda: proxy.held >= queries or pass_.poll() is not None, timeout=30,
                        what=f"{queries} missing-chunk queries to be held")
             assert pass_.poll() is None, "the upload did not stall as planned"
