@@ -52,9 +52,10 @@ TIMING = {
     "rclone": "wall time of one `rclone bisync` process (the first with --resync); B is the server's folder",
     "syncthing": "initial: from launching both instances until B has everything (REST); later cases: "
     "forced scan of A (both sides for a resync), then until A sees B 100 % complete and B idle",
-    "tandem": "from the start of `tandem sync --once` on client A until the same command on client B exits",
+    "tandem": "wall time of `tandem sync --once` on client A plus that of the same command on client B",
     "tandem-daemon": "initial: from launching both `tandem sync` daemons until B has every file with "
-    "A's size and mtime; later cases: from the start of the mutation on A until the same",
+    "A's size and mtime; later cases: from the start of the mutation on A until the same; no-change "
+    "resync: `tandem status --json` on A then B, each a settled daemon (no rescan)",
 }
 
 

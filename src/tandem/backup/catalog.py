@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from tandem.backup import document
-from tandem.backup.daemon import when
 from tandem.backup.local import BackupError
+from tandem.backup.overview import when
 from tandem.client.api import ApiError
 from tandem.client.transfer import Transfers
 from tandem.core.crypto import DecryptionError

@@ -15,14 +15,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tandem.backup.document import Manifest
 from tandem.backup.retention import Policy
-from tandem.client.api import ClientError
+from tandem.client.errors import ClientError
 from tandem.client.home import Home
 from tandem.fileio import write_atomically
 from tandem.sync.model import LocalEntry, LocalTree
+
+if TYPE_CHECKING:  # (the wire format is not needed to read a backup's settings)
+    from tandem.backup.document import Manifest
 
 
 class BackupError(ClientError):
@@ -57,7 +59,7 @@ class LastRun:
 
 class BackupHome:
     def __init__(self, home: Home) -> None:
-        self.root = home.path / "backups"
+        self.root = home.backups_folder
 
     def _config_file(self) -> Path:
         return self.root / "config.json"

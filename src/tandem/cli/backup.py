@@ -17,15 +17,16 @@ from typing import Any
 import click
 
 from tandem.backup import catalog
-from tandem.backup.daemon import overview, when
 from tandem.backup.document import check_path
 from tandem.backup.local import Backup, BackupError, BackupHome
+from tandem.backup.overview import overview, when
 from tandem.backup.restore import RestoreProgress, choose, restore
 from tandem.backup.run import Counters, describe, run_backup
 from tandem.backup.schedule import format_duration, parse_duration
 from tandem.cli.common import friendly_errors, home, print_json
-from tandem.cli.progress import human_size, rate_and_eta
 from tandem.cli.progress import live_line as _live
+from tandem.cli.progress import rate_and_eta
+from tandem.cli.sizes import human_size
 from tandem.client.account import Session
 from tandem.client.api import ClientError
 from tandem.client.transfer import Transfers

@@ -18,7 +18,7 @@ from tandem.sync.check_io import repair_handler
 from tandem.sync.control import ControlError, ControlServer, Handler, RequestError
 from tandem.sync.emblems import Emblems, EmblemUpdater
 from tandem.sync.engine import Engine
-from tandem.sync.status import serve_status
+from tandem.sync.status import Overview, serve_status
 
 
 def run_forever(engine: Engine, root: Path) -> None:
@@ -29,22 +29,27 @@ def run_forever(engine: Engine, root: Path) -> None:
     click.echo(f"Syncing {root} with {engine.session.device.server_url} (Ctrl-C to stop).")
     # File-manager emblems follow the states (where gio can set them; else nothing happens).
     emblems = EmblemUpdater(Emblems(root), engine.state, engine.live).start()
-    control = _start_control(engine, emblems.poke)
+    # What `tandem status` shows, kept current while idle so that asking costs nothing.
+    overview = Overview(engine.state, engine.session, engine.mirror, engine.busy)
+    control = _start_control(engine, overview, emblems.poke)
     start_scheduler(engine.session, stop, lambda message: click.echo(message, err=True))
     try:
-        daemon.run_forever(engine, stop, on_status=lambda message: click.echo(message, err=True))
+        daemon.run_forever(engine, stop, on_status=lambda message: click.echo(message, err=True),
+                           on_idle=overview.warm)
     finally:
         if control is not None:
             control.stop()
         emblems.stop()
 
 
-def _start_control(engine: Engine, changed: Callable[[], None]) -> ControlServer | None:
+def _start_control(engine: Engine, overview: Overview,
+                   changed: Callable[[], None]) -> ControlServer | None:
     """The control socket `tandem status` asks while this daemon runs (and the live status it
     reports). Another daemon answering there stops this one; a socket that cannot be made
     only costs the live view. `changed` is told after each free or offline."""
     try:
-        control = serve_status(engine.session.home.path, engine.state, engine.session, engine.live)
+        control = serve_status(engine.session.home.path, engine.state, engine.session, engine.live,
+                               overview)
         control.register("free", _on_demand_handler(engine.free, changed))
         control.register("offline", _on_demand_handler(engine.make_offline, changed))
         control.register("repair", repair_handler(engine))

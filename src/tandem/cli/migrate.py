@@ -8,7 +8,8 @@ from urllib.parse import urlsplit
 
 import click
 
-from tandem.cli.progress import human_size, live_line, rate_and_eta
+from tandem.cli.progress import live_line, rate_and_eta
+from tandem.cli.sizes import human_size
 
 _DATABASES = ("sqlite", "postgresql", "postgres")
 _BLOB_STORES = ("file", "s3")

@@ -14,18 +14,11 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
+from tandem.cli.sizes import human_size
 from tandem.client.transfer import TransferStats
 from tandem.sync import planner
 
 _TRANSFERS = (planner.Upload, planner.Download)
-
-
-def human_size(count: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if count < 1024 or unit == "GiB":
-            return f"{count:.1f} {unit}" if unit != "B" else f"{int(count)} B"
-        count /= 1024
-    return f"{count:.1f} GiB"
 
 
 def rate_and_eta(done: int, total: int | None, start: float) -> str:

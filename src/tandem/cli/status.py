@@ -12,20 +12,18 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from tandem.backup.daemon import overview as backup_overview
-from tandem.backup.daemon import status_lines as backup_status_lines
 from tandem.cli.common import friendly_errors, home, print_json
-from tandem.cli.progress import human_size
-from tandem.client.account import Session
+from tandem.cli.sizes import human_size
 from tandem.client.home import Home
 from tandem.sync.control import ask
-from tandem.sync.model import normalize
-from tandem.sync.state import StateDB
-from tandem.sync.status import path_state, public, status_overview
+
+if TYPE_CHECKING:
+    from tandem.client.account import Session
+    from tandem.sync.state import StateDB
 
 
 def _from_daemon(reply: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -34,6 +32,8 @@ def _from_daemon(reply: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def _relative(folder: Path, path: Path) -> str:
+    from tandem.sync.model import normalize  # (blake3: only for the paths asked about)
+
     absolute = Path(os.path.abspath(path))
     if not absolute.is_relative_to(folder):
         raise click.ClickException(f"{path} is not inside the sync folder {folder}")
@@ -48,6 +48,8 @@ def _path_report(where: Home, paths: tuple[Path, ...]) -> dict[str, dict[str, An
         reply = _from_daemon(ask(where.path, {"op": "status", "paths": sorted(set(relative.values()))}))
         if reply is not None:
             return {text: reply["paths"][rel] for text, rel in relative.items()}
+    from tandem.sync.status import path_state, status_overview
+
     with _stored(where) as (state, session):
         info = status_overview(state, session)
         folder = Path(info["folder"] or ".")
@@ -58,13 +60,19 @@ def _overview(where: Home) -> dict[str, Any]:
     reply = _from_daemon(ask(where.path, {"op": "status"}))
     if reply is not None:
         return reply
+    from tandem.sync.status import public, status_overview
+
     with _stored(where) as (state, session):
         return {**public(status_overview(state, session)), "daemon": False}
 
 
 @contextmanager
 def _stored(where: Home) -> Iterator[tuple[StateDB, Session]]:
-    """The state DB and the session, for when no daemon answers."""
+    """The state DB and the session, for when no daemon answers (imported only then: with a
+    daemon running, a status asks it and loads neither the client library nor the DB)."""
+    from tandem.client.account import Session
+    from tandem.sync.state import StateDB
+
     session = Session.open(where)
     try:
         state = StateDB(where.path / "state.db")
@@ -105,7 +113,10 @@ def status(paths: tuple[Path, ...], as_json: bool) -> None:
                 detail = item.get("reason") or item.get("direction") or ""
             click.echo(f"{item['state']:<12} {path_text}" + (f"  ({detail})" if detail else ""))
         return
-    info = {**_overview(where), "backups": backup_overview(where)}
+    backups = where.backups_folder.exists()
+    if backups:  # (backups' settings cost a tenth of a quick status to import: only if any)
+        from tandem.backup.overview import overview, status_lines
+    info = {**_overview(where), "backups": overview(where) if backups else []}
     if as_json:
         print_json(info)
         return
@@ -124,5 +135,5 @@ def status(paths: tuple[Path, ...], as_json: bool) -> None:
         paused = info["waiting_for_user"]
         click.echo(f"Waiting:    a sync would delete {paused['deletions']} of {paused['total']}"
                    " files; check, then run `tandem sync --allow-mass-delete`")
-    for line in backup_status_lines(where):
+    for line in status_lines(where) if backups else []:
         click.echo(line)

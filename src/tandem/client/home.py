@@ -12,8 +12,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import platformdirs
-
 from tandem.core.encoding import b64decode, b64encode
 from tandem.fileio import write_atomically
 
@@ -33,6 +31,8 @@ def default_home() -> Path:
     configured = os.environ.get("TANDEM_HOME")
     if configured:
         return Path(configured).expanduser()
+    import platformdirs  # (only here: a command run with TANDEM_HOME set starts sooner)
+
     return Path(platformdirs.user_data_dir("tandem", appauthor=False))
 
 
@@ -52,6 +52,11 @@ class Home:
     @property
     def key_file(self) -> Path:
         return self.path / "master.key"
+
+    @property
+    def backups_folder(self) -> Path:
+        """Settings and scan caches of the folders backed up from this device."""
+        return self.path / "backups"
 
     def ensure(self) -> None:
         self.path.mkdir(parents=True, exist_ok=True)

@@ -34,8 +34,10 @@ def _delay(bounds: tuple[float, float], count: int) -> float:
 
 
 def run_forever(engine: Engine, stop: threading.Event,
-                on_status: Callable[[str], None] | None = None) -> None:
-    """Sync as changes happen until `stop` is set."""
+                on_status: Callable[[str], None] | None = None,
+                on_idle: Callable[[], None] | None = None) -> None:
+    """Sync as changes happen until `stop` is set. `on_idle` is called whenever there is
+    nothing to do (every few tens of ms: it must be cheap when it has nothing to do)."""
     from tandem.sync.watcher import Watcher  # watchdog: only daemons pay for its import
 
     say = on_status or (lambda _message: None)
@@ -64,6 +66,8 @@ def run_forever(engine: Engine, stop: threading.Event,
             if due is not None:
                 pending = None if pending is None or "" in due else sorted({*pending, *due})
             if (pending == [] and not remote_changed.is_set()) or now < retry_at:
+                if on_idle is not None:
+                    on_idle()
                 continue
             remote_changed.clear()
             if pending is not None and unfinished:  # a pass runs anyway: take them along

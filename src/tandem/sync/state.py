@@ -102,6 +102,13 @@ class StateDB:
                     self._db.execute("ROLLBACK")
                 raise
 
+    @property
+    def changes(self) -> int:
+        """Rows written through this connection so far: a reader that sees the same number
+        again sees the same state (this process is the DB's only writer while it syncs)."""
+        with self._lock:
+            return self._db.total_changes
+
     # ---- meta -----------------------------------------------------------------------------
 
     def get(self, key: str, default: str | None = None) -> str | None:
