@@ -11,8 +11,10 @@ import pytest
 
 from tandem.client import Home, Session, account
 from tandem.client.api import ApiClient, Backoff
-from tandem.core.chunking import MAX_CHUNK
+from tandem.core.chunking import MAX_CHUNK, chunk_bytes
+from tandem.core.crypto import AccountKeys, new_master_key
 from tandem.sync.engine import Engine
+from tandem.sync.scanner import make_hasher
 from tandem.sync.state import StateDB
 
 
@@ -120,3 +122,34 @@ def test_placeholder_text_is_never_sent_ahead(engine: Engine, change: str) -> No
     assert not report.problems
     chunk_id = engine.session.keys.chunk_id(text)
     assert engine.session.api.missing_chunks([chunk_id]) == [chunk_id]
+
+
+def test_an_edit_inside_a_large_file_sends_only_the_changed_chunk(engine: Engine) -> None:
+    """The unchanged chunks of an edited file were remembered when it was last read: the scan
+    neither copies nor offers them, and the upload sends only what changed."""
+    data = bytearray(random.Random(4).randbytes(4 * MAX_CHUNK))
+    path = engine.root / "big.bin"
+    path.write_bytes(data)
+    assert not engine.sync_once().problems
+    data[len(data) // 2 : len(data) // 2 + 4096] = random.Random(5).randbytes(4096)
+    path.write_bytes(data)
+    sent_before = engine.transfers.stats.bytes_sent
+    report = engine.sync_once()
+    assert report.done == 1 and not report.problems
+    # One or two chunks around the edit (each at most MAX_CHUNK), not the whole file.
+    assert engine.transfers.stats.bytes_sent - sent_before <= 2 * MAX_CHUNK + 65536
+
+
+def test_the_hasher_offers_only_chunks_not_known_stored(tmp_path: Path) -> None:
+    keys = AccountKeys(new_master_key())
+    data = random.Random(6).randbytes(4 * MAX_CHUNK)
+    path = tmp_path / "big.bin"
+    path.write_bytes(data)
+    manifest = [(keys.chunk_id(chunk), len(chunk)) for chunk in chunk_bytes(data)]
+    stored = {chunk_id for chunk_id, _ in manifest[::2]}
+    offered: list[tuple[str, bytes]] = []
+    hasher = make_hasher(keys, sink_for=lambda _path, _size: lambda cid, chunk: offered.append(
+        (cid, chunk)), stored=stored.__contains__)
+    hasher(path)
+    assert [cid for cid, _ in offered] == [cid for cid, _ in manifest[1::2]]
+    assert all(keys.chunk_id(chunk) == cid and isinstance(chunk, bytes) for cid, chunk in offered)

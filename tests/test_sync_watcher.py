@@ -208,6 +208,22 @@ def test_a_queue_overflow_asks_for_a_full_rescan(watcher: Watcher) -> None:
     assert watcher.wait(HANG_BOUND) == [""]
 
 
+def test_wake_ends_a_wait_at_once_with_nothing_due(watcher: Watcher) -> None:
+    """The long-poll wakes the daemon's loop this way when another device commits."""
+    timer = threading.Timer(0.2, watcher.wake)
+    timer.start()
+    start = time.monotonic()
+    try:
+        assert watcher.wait(3 * HANG_BOUND) is None
+        assert time.monotonic() - start < HANG_BOUND
+    finally:
+        timer.cancel()
+    watcher.wake()  # with nobody waiting: the next wait returns at once
+    start = time.monotonic()
+    assert watcher.wait(3 * HANG_BOUND) is None
+    assert time.monotonic() - start < HANG_BOUND
+
+
 def test_a_missing_root_cannot_be_watched(tmp_path: Path) -> None:
     with pytest.raises(RootUnavailable, match="cannot watch"):
         Watcher(tmp_path / "missing", IgnoreRules())

@@ -30,6 +30,13 @@ def iter_chunks(stream: BinaryIO) -> Iterator[bytes]:
         yield bytes(chunk.data)
 
 
+def iter_chunk_views(stream: BinaryIO) -> Iterator[memoryview]:
+    """The chunks of a stream as views into the chunker's buffer, each valid only until the
+    next is asked for: for a reader that only hashes them (no copy of the file's bytes)."""
+    for chunk in _chunker.cut_stream(stream):
+        yield chunk.data
+
+
 def chunk_bytes(data: bytes) -> list[bytes]:
     """The chunks of an in-memory buffer (tests and small payloads)."""
     return [bytes(chunk.data) for chunk in _chunker.cut_buf(data)]

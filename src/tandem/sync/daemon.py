@@ -42,9 +42,11 @@ def run_forever(engine: Engine, stop: threading.Event,
 
     say = on_status or (lambda _message: None)
     remote_changed = threading.Event()
-    poller = threading.Thread(target=_poll, args=(engine, stop, remote_changed), daemon=True,
-                              name="tandem-poll")
     watcher = Watcher(engine.root, engine.rules())
+    # (a lambda: the watcher may be replaced, the poller wakes whichever one is current)
+    poller = threading.Thread(target=_poll, args=(engine, stop, remote_changed,
+                                                  lambda: watcher.wake()),
+                              daemon=True, name="tandem-poll")
     poller.start()
     pending: list[str] | None = None  # subtrees to look at; None: everything
     unfinished: list[str] = []  # left by the last pass, retried at `unfinished_at`
@@ -93,8 +95,10 @@ def run_forever(engine: Engine, stop: threading.Event,
         poller.join(timeout=1)  # a daemon thread: a long-poll in flight is not waited out
 
 
-def _poll(engine: Engine, stop: threading.Event, changed: threading.Event) -> None:
-    """Long-poll the journal; wake the loop as soon as another device commits."""
+def _poll(engine: Engine, stop: threading.Event, changed: threading.Event,
+          wake: Callable[[], None]) -> None:
+    """Long-poll the journal; wake the loop as soon as another device commits (`wake` ends
+    its wait on the watcher at once)."""
     failures = 0
     while not stop.is_set():
         cursor = engine.state.cursor
@@ -107,6 +111,7 @@ def _poll(engine: Engine, stop: threading.Event, changed: threading.Event) -> No
             continue
         if page["changes"]:
             changed.set()
+            wake()
             deadline = time.monotonic() + 5
             while engine.state.cursor == cursor and not stop.is_set() and time.monotonic() < deadline:
                 stop.wait(0.02)

@@ -13,16 +13,17 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
 from tandem.client.api import ClientError
 from tandem.client.transfer import NEW_FILE_MODE, DownloadError, Transfers
-from tandem.core.chunking import MIN_CHUNK, iter_chunks
+from tandem.core.chunking import MIN_CHUNK, iter_chunk_views
 from tandem.core.crypto import DecryptionError
 from tandem.fileio import link_unnamed, sync_filesystem, write_temp_file, write_unnamed
 from tandem.sync import planner as p
 from tandem.sync.live import LiveStatus
 from tandem.sync.localfs import FolderPaths, PreconditionFailed, describe, matches
+from tandem.sync.manifests import RecentManifests
 from tandem.sync.model import LocalEntry, LocalTree, SyncedEntry
 from tandem.sync.state import StateDB
 
@@ -41,8 +42,9 @@ SMALL_BATCH_BYTES = 8 * 1024 * 1024
 
 class Downloader:
     def __init__(self, paths: FolderPaths, state: StateDB, transfers: Transfers,
-                 temp_dir: Path, live: LiveStatus) -> None:
+                 temp_dir: Path, live: LiveStatus, manifests: RecentManifests) -> None:
         self.paths = paths
+        self.manifests = manifests
         self.root = paths.root
         self.state = state
         self.transfers = transfers
@@ -218,6 +220,8 @@ class Downloader:
             Path(temp_name).unlink(missing_ok=True)
             raise
         self._record_downloads([(op.path, os.lstat(target), op)], known_at)
+        if op.remote.content is not None:  # the next version of this file can reuse its chunks
+            self.manifests.remember(op.remote.content, list(op.remote.manifest))
 
     def _new_content(self, op: p.Download, target: Path) -> Iterator[bytes]:
         """The new version's plaintext, chunk by chunk. Chunks the file being replaced
@@ -229,16 +233,11 @@ class Downloader:
             yield from self.transfers.iter_content(manifest)
             return
         keys = self.transfers.keys
+        known = self.manifests.get(op.expect.content) if op.expect.content else None
         fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         with open(fd, "rb") as old:
-            wanted = {chunk_id for chunk_id, _ in manifest}
-            offsets: dict[str, int] = {}
-            position = 0
-            for chunk in iter_chunks(old):
-                chunk_id = keys.chunk_id(chunk)
-                if chunk_id in wanted:
-                    offsets.setdefault(chunk_id, position)
-                position += len(chunk)
+            offsets = _chunk_offsets(old, keys.chunk_id, {chunk_id for chunk_id, _ in manifest},
+                                     known)
             fetched = iter(self.transfers.iter_content(
                 [entry for entry in manifest if entry[0] not in offsets]))
             for chunk_id, size in manifest:
@@ -248,8 +247,25 @@ class Downloader:
                 old.seek(offsets[chunk_id])
                 data = old.read(size)
                 if len(data) != size or keys.chunk_id(data) != chunk_id:
+                    if known is not None and op.expect.content:
+                        self.manifests.forget(op.expect.content)  # next time: cut the file
                     raise PreconditionFailed(op.path)  # changed under us: the next pass
                 yield data
+
+
+def _chunk_offsets(old: BinaryIO, identify: Callable[[memoryview], str], wanted: set[str],
+                   known: list[tuple[str, int]] | None) -> dict[str, int]:
+    """Where each wanted chunk starts in the file being replaced: from its manifest when it is
+    remembered (a daemon downloaded or scanned it), else by cutting the whole file. Either way
+    each chunk is checked against its id as it is copied."""
+    offsets: dict[str, int] = {}
+    position = 0
+    for chunk_id, size in known if known is not None else (
+            (identify(chunk), len(chunk)) for chunk in iter_chunk_views(old)):
+        if chunk_id in wanted:
+            offsets.setdefault(chunk_id, position)
+        position += size
+    return offsets
 
 
 def _ordered_map(pool: ThreadPoolExecutor, work: Callable[[A], R], items: list[A],

@@ -94,8 +94,9 @@ class Engine:
         self.executor = Executor(root, state, self.mirror, self.transfers,
                                  session.device.device_name, live=self.live)
         self.send_ahead = SendAhead(self.transfers, self.live, root)
-        self.hasher = make_hasher(session.keys, self.executor.recent_manifests.remember,
-                                  self.send_ahead.sink_for)
+        recent = self.executor.recent_manifests
+        self.hasher = make_hasher(session.keys, recent.remember, self.send_ahead.sink_for,
+                                  recent.holds)
         #: Held by a pass, and by a free or offline, so they never run at the same time.
         self.busy = threading.RLock()
         self._rules_cache: IgnoreRules | None = None

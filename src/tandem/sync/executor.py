@@ -25,6 +25,7 @@ from tandem.sync.commit import RemoteBatch
 from tandem.sync.download import Downloader
 from tandem.sync.live import LiveStatus
 from tandem.sync.localfs import FolderPaths, PreconditionFailed, describe, matches
+from tandem.sync.manifests import RecentManifests
 from tandem.sync.model import LocalTree, RemoteTree, SyncedEntry, parent_of
 from tandem.sync.names import conflict_name
 from tandem.sync.ondemand import ONLINE_ONLY, policy_for
@@ -60,12 +61,14 @@ class Executor:
         self.live = live or LiveStatus()
         self.temp_dir = root / STATE_FOLDER / "tmp"
         self.paths = FolderPaths(root)
-        self.downloads = Downloader(self.paths, state, transfers, self.temp_dir, self.live)
-        self.placeholders = Placeholders(self.paths, state, transfers, self.temp_dir)
-        #: The manifests the last scans computed (an upload then reads only what is missing),
-        #: and the chunks the last scan saw stored (sent ahead: the upload need not ask).
+        #: The manifests of the files last scanned or downloaded (an upload then reads only
+        #: what is missing; a download into a file copies its chunks without cutting it), and
+        #: the chunks the last scan saw stored (sent ahead: the upload need not ask).
         self.recent_manifests = RecentManifests()
         self.stored_chunks: set[str] = set()
+        self.downloads = Downloader(self.paths, state, transfers, self.temp_dir, self.live,
+                                    self.recent_manifests)
+        self.placeholders = Placeholders(self.paths, state, transfers, self.temp_dir)
 
     # ---- the whole plan -------------------------------------------------------------------
 
@@ -272,28 +275,6 @@ class Executor:
                 batch.add(op, result)
             self.live.finish_transfer(op.path)
         batch.commit()
-
-
-class RecentManifests:
-    """The manifests of the files the scanner read last, by content id (the newest, up to
-    `limit` chunk references in all, a few MiB): a file's upload right after its scan asks
-    the server which chunks it lacks (or knows) and reads only those, instead of reading and
-    cutting the file again. A file not remembered any more is read again: slower, not wrong."""
-
-    def __init__(self, limit: int = 50_000) -> None:
-        self.limit = limit
-        self._manifests: dict[str, list[tuple[str, int]]] = {}
-        self._references = 0
-
-    def remember(self, content: str, manifest: list[tuple[str, int]]) -> None:
-        old = self._manifests.pop(content, None)
-        self._references += len(manifest) - (len(old) if old is not None else 0)
-        self._manifests[content] = manifest
-        while self._references > self.limit and len(self._manifests) > 1:
-            self._references -= len(self._manifests.pop(next(iter(self._manifests))))
-
-    def get(self, content: str) -> list[tuple[str, int]] | None:
-        return self._manifests.get(content)
 
 
 #: The first slice of uploads is committed after this many files or bytes; each next slice

@@ -17,7 +17,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from tandem.core.chunking import MIN_CHUNK, iter_chunks
+from tandem.core.chunking import MIN_CHUNK, iter_chunk_views
 from tandem.core.crypto import AccountKeys
 from tandem.sync.ignore import IgnoreRules
 from tandem.sync.model import (
@@ -96,11 +96,13 @@ ChunkSink = Callable[[str, bytes], None]
 
 def make_hasher(keys: AccountKeys,
                 remember: Callable[[str, list[tuple[str, int]]], None] | None = None,
-                sink_for: Callable[[Path, int], ChunkSink | None] | None = None) -> Hasher:
+                sink_for: Callable[[Path, int], ChunkSink | None] | None = None,
+                stored: Callable[[str], bool] | None = None) -> Hasher:
     """The account's content id of a file, streamed in chunks as an upload would cut it.
     `remember(content id, manifest)` hears of every file hashed, so an upload right after
     the scan need not read and cut the file again; `sink_for(path, size)` may give a file a
-    sink that hears of its chunks as they are read."""
+    sink that hears of its chunks as they are read, except those `stored` says the server
+    has (the unchanged chunks of an edited file: neither copied nor offered)."""
 
     def hasher(path: Path) -> str:
         # O_NOFOLLOW: a file swapped for a symlink after the listing must not be followed
@@ -116,14 +118,15 @@ def make_hasher(keys: AccountKeys,
                 data = handle.read(MIN_CHUNK)
                 if handle.read(1):
                     raise FileChangedWhileReading(f"{path} grew while it was read")
-                chunks: Iterable[bytes] = [data] if data else []
+                chunks: Iterable[bytes | memoryview] = [data] if data else []
             else:
-                chunks = iter_chunks(handle)
+                chunks = iter_chunk_views(handle)  # hashed in place, copied only to be sent
             sink = sink_for(path, info.st_size) if sink_for is not None else None
             for chunk in chunks:
-                manifest.append((keys.chunk_id(chunk), len(chunk)))
-                if sink is not None:
-                    sink(manifest[-1][0], chunk)
+                chunk_id = keys.chunk_id(chunk)
+                manifest.append((chunk_id, len(chunk)))
+                if sink is not None and (stored is None or not stored(chunk_id)):
+                    sink(chunk_id, chunk if isinstance(chunk, bytes) else bytes(chunk))
         content = content_id(manifest)
         if remember is not None:
             remember(content, manifest)

@@ -213,6 +213,7 @@ class Watcher:
         self._handler = _Handler(os.path.abspath(root), rules, aggregator or EventAggregator())
         self._overflow_log = _OverflowLog(self._handler)
         logging.getLogger("watchdog").addHandler(self._overflow_log)
+        self._woken = False
         self._observer = Observer()
         try:
             self._observer.schedule(self._handler, self._handler.root, recursive=True,
@@ -223,17 +224,26 @@ class Watcher:
             raise RootUnavailable(f"cannot watch the sync folder {root}: {exc.strerror or exc}") from exc
 
     def wait(self, timeout: float) -> list[str] | None:
-        """Block up to `timeout` seconds for subtrees to rescan; None if none fell due."""
+        """Block up to `timeout` seconds (or until `wake`) for subtrees to rescan; None if
+        none fell due."""
         end = time.monotonic() + timeout
         aggregator = self._handler.aggregator
         with self._handler.changed:
             while True:
                 now = time.monotonic()
                 due = aggregator.due(now)
-                if due is not None or now >= end:
+                if due is not None or now >= end or self._woken:
+                    self._woken = False
                     return due
                 deadline = aggregator.deadline()
                 self._handler.changed.wait(min(end, deadline if deadline is not None else end) - now)
+
+    def wake(self) -> None:
+        """End a `wait` now (or the next one, if none is waiting): another thread has work for
+        the waiter, as the long-poll when another device committed."""
+        with self._handler.changed:
+            self._woken = True
+            self._handler.changed.notify_all()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop watching; waits at most `timeout` seconds for watchdog's threads."""
