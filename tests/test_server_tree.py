@@ -181,6 +181,27 @@ def test_mtime_only_update_creates_no_new_version(acct: Account) -> None:
     assert [v["number"] for v in versions] == [1]
 
 
+def test_a_batch_of_updates_checks_each_against_the_tree_as_it_goes(acct: Account) -> None:
+    """Updates only are read ahead in a few queries: the same node updated twice in one batch
+    still meets its own first update (stale revision), a new chunk that is not stored is still
+    refused, and chunks the replaced versions hold need no upload."""
+    kept = upload_chunk(acct, b"kept content")
+    files = [commit(acct, create_op(acct.keys, ROOT_ID, f"u{i}", "file", [kept], mtime_ns=1))[0]
+             for i in range(3)]
+    touched = commit(acct, *(update_op(f["id"], f["rev"], [kept], mtime_ns=5) for f in files))
+    assert [node(acct, f["id"])["mtime_ns"] for f in files] == [5, 5, 5]
+    twice = batch(acct, update_op(files[0]["id"], touched[0]["rev"], [kept], mtime_ns=6),
+                  update_op(files[0]["id"], touched[0]["rev"], [kept], mtime_ns=7))
+    assert twice.status_code == 409 and error_code(twice) == "rev_conflict"
+    assert twice.json()["error"]["op_index"] == 1
+    absent = (acct.keys.chunk_id(b"never uploaded either"), 21)
+    refused = batch(acct, update_op(files[1]["id"], touched[1]["rev"], [kept], mtime_ns=8),
+                    update_op(files[2]["id"], touched[2]["rev"], [kept, absent]))
+    assert refused.status_code == 409 and error_code(refused) == "missing_chunks"
+    assert refused.json()["error"]["chunks"] == [absent[0]]
+    assert node(acct, files[1]["id"])["mtime_ns"] == 5  # nothing of a refused batch applied
+
+
 def test_paged_tree_listing_covers_every_node(acct: Account) -> None:
     folder = mkdir(acct, "pages")
     ops = [create_op(acct.keys, folder["id"], f"n{i}") for i in range(23)]

@@ -107,8 +107,12 @@ class Executor:
         self.downloads.run(kinds.get(p.Download, []), local, outcome)
         with self.state.transaction():
             each(p.DeleteLocal, lambda op: self._delete_local(op, local), order=-1)
-            each(p.RecordSynced, self._record_synced)
-            each(p.SetLocalTime, lambda op: self._set_local_time(op, local))
+            # Recorded together (one statement for a thousand touched files), in the same
+            # transaction as their effects, each only once its effect is done.
+            settled: list[tuple[str, SyncedEntry]] = []
+            each(p.RecordSynced, lambda op: settled.append(_synced_as_scanned(op)))
+            each(p.SetLocalTime, lambda op: settled.append(self._set_local_time(op, local)))
+            self.state.record_synced(settled)
             each(p.ForgetSynced, lambda op: self.state.forget_synced([op.path]))
         remote_ops = [op for op in ops if isinstance(
             op, p.Upload | p.CreateRemoteFolder | p.DeleteRemote | p.MoveRemote)]
@@ -200,21 +204,16 @@ class Executor:
             os.unlink(target)
             self.state.forget_synced([op.path])
 
-    def _set_local_time(self, op: p.SetLocalTime, local: LocalTree) -> None:
+    def _set_local_time(self, op: p.SetLocalTime, local: LocalTree) -> tuple[str, SyncedEntry]:
+        """Give the file the cloud's mtime; its synced entry, for the caller to record."""
         target = self.paths.disk(op.path, local)
         self.paths.check_inside(target)
         if not matches(target, op.expect):
             raise PreconditionFailed(op.path)
         os.utime(target, ns=(op.remote.mtime_ns, op.remote.mtime_ns), follow_symlinks=False)
         st = os.lstat(target)
-        self.state.record_synced([(op.path, SyncedEntry(
-            op.remote.node_id, "file", op.remote.rev, op.remote.content, st.st_ino, st.st_size,
-            st.st_mtime_ns))])
-
-    def _record_synced(self, op: p.RecordSynced) -> None:
-        entry = SyncedEntry(op.remote.node_id, op.remote.kind, op.remote.rev, op.remote.content,
-                            op.local.inode, op.local.size, op.local.mtime_ns)
-        self.state.record_synced([(op.path, entry)])
+        return op.path, SyncedEntry(op.remote.node_id, "file", op.remote.rev, op.remote.content,
+                                    st.st_ino, st.st_size, st.st_mtime_ns)
 
     # ---- remote effects -------------------------------------------------------------------
 
@@ -300,3 +299,10 @@ def upload_slices(uploads: list[p.Upload]) -> list[list[p.Upload]]:
     if current:
         slices.append(current)
     return slices
+
+
+def _synced_as_scanned(op: p.RecordSynced) -> tuple[str, SyncedEntry]:
+    """Both sides hold the same thing already: the synced entry is the pair of them."""
+    return op.path, SyncedEntry(op.remote.node_id, op.remote.kind, op.remote.rev,
+                                op.remote.content, op.local.inode, op.local.size,
+                                op.local.mtime_ns)

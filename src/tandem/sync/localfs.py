@@ -54,6 +54,8 @@ class FolderPaths:
         """Never act through a symlink: every folder between the root and `target` must be a
         real folder (nothing is read, written or deleted outside the sync folder). Folders
         checked once in a run are remembered for that run."""
+        if target.parent in self._real_folders:  # (the common case: a sibling was checked)
+            return
         current = self.root
         for part in target.relative_to(self.root).parts[:-1]:
             current = current / part
