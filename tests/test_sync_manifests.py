@@ -90,15 +90,23 @@ def _edit_middle(path: Path, seed: int) -> None:
         handle.write(random.Random(seed).randbytes(4096))
 
 
+def _big_file_on_both(a: Engine, b: Engine, seed: int) -> tuple[Path, str, list[tuple[str, int]]]:
+    """A large file made on A and downloaded by B: its path on A, content id, and the
+    manifest B remembers for it."""
+    path = a.root / "big.bin"
+    path.write_bytes(random.Random(seed).randbytes(4 * MAX_CHUNK))
+    a.sync_once()
+    b.sync_once()
+    content = b.state.local_tree()["big.bin"].content or ""
+    manifest = b.executor.recent_manifests.get(content) or []
+    assert len(manifest) > 2
+    return path, content, manifest
+
+
 def test_a_download_into_a_remembered_file_fetches_only_what_changed(
         two_engines: tuple[Engine, Engine]) -> None:
     a, b = two_engines
-    path = a.root / "big.bin"
-    path.write_bytes(random.Random(8).randbytes(4 * MAX_CHUNK))
-    a.sync_once()
-    b.sync_once()
-    content = b.state.local_tree()["big.bin"].content
-    assert content is not None and b.executor.recent_manifests.get(content) is not None
+    path, _, _ = _big_file_on_both(a, b, 8)
     _edit_middle(path, 9)
     a.sync_once()
     received = b.transfers.stats.bytes_received
@@ -110,13 +118,7 @@ def test_a_download_into_a_remembered_file_fetches_only_what_changed(
 def test_a_remembered_manifest_that_does_not_match_is_dropped(
         two_engines: tuple[Engine, Engine]) -> None:
     a, b = two_engines
-    path = a.root / "big.bin"
-    path.write_bytes(random.Random(10).randbytes(4 * MAX_CHUNK))
-    a.sync_once()
-    b.sync_once()
-    content = b.state.local_tree()["big.bin"].content or ""
-    manifest = b.executor.recent_manifests.get(content) or []
-    assert len(manifest) > 2
+    path, content, manifest = _big_file_on_both(a, b, 10)
     # As if remembered wrong: the chunks in another order point at the wrong offsets.
     b.executor.recent_manifests.remember(content, manifest[::-1])
     _edit_middle(path, 11)
